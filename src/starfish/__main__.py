@@ -1,0 +1,3 @@
+from starfish.cli import main
+
+main()
