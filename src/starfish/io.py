@@ -1,0 +1,270 @@
+"""Read input rows from, and write records to, JSONL, CSV and Parquet files.
+
+Both directions stream: reading yields one row at a time, writing consumes an iterable in
+chunks, so a job of any size moves through a constant amount of memory. The format is chosen
+by the file extension. pyarrow is imported only when a Parquet file is touched.
+
+CSV and Parquet need every column up front (a header, a schema), while records may gain a key
+late in a job. When the records fill more than one chunk, the writer spools them to a
+temporary file next to the output while it collects the union of all keys (CSV) or
+unifies the inferred schemas (Parquet), then writes the file in a second pass. So the CSV
+header is the union of every key seen, in first-seen order, and no field is dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from starfish.errors import StarfishError
+
+__all__ = [
+    "READ_FORMATS",
+    "WRITE_FORMATS",
+    "DataFileError",
+    "read_rows",
+    "write_records",
+]
+
+READ_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+WRITE_FORMATS = (".jsonl", ".csv", ".parquet")
+CHUNK_SIZE = 5000
+
+
+class DataFileError(StarfishError, ValueError):
+    """A data file cannot be read or written: bad extension, malformed line, missing pyarrow."""
+
+
+def read_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield the rows of a JSONL, CSV or Parquet file as dicts, one at a time.
+
+    JSONL (and `.json` holding one object per line) must have one JSON object per non-blank
+    line; a malformed line raises `DataFileError` naming the file and the 1-based line number.
+    CSV values stay strings, as written. A missing file raises `FileNotFoundError` at once,
+    not at the first `next()`, so callers can report it before doing any work.
+    """
+    path = Path(path)
+    suffix = _suffix(path, READ_FORMATS, "read")
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if suffix in (".jsonl", ".json"):
+        return _read_jsonl(path)
+    if suffix == ".csv":
+        return _read_csv(path)
+    return _read_parquet(path)
+
+
+def write_records(
+    path: str | os.PathLike[str], records: Iterable[dict[str, Any]], chunk_size: int = CHUNK_SIZE
+) -> int:
+    """Write records to `path` in the format its extension names and return how many.
+
+    The file is written to a temporary name and moved into place at the end, so a failed
+    export never leaves a half-written file behind under the requested name.
+    """
+    path = Path(path)
+    suffix = _suffix(path, WRITE_FORMATS, "write")
+    if suffix == ".parquet":
+        _import_pyarrow()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if suffix == ".jsonl":
+            count = _write_jsonl(tmp, records)
+        elif suffix == ".csv":
+            count = _write_csv(tmp, records, chunk_size)
+        else:
+            count = _write_parquet(tmp, records, chunk_size)
+        os.replace(tmp, path)
+    except DataFileError as e:
+        raise DataFileError(f"cannot write {path}: {e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def _suffix(path: Path, supported: tuple[str, ...], verb: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in supported:
+        raise DataFileError(
+            f"cannot {verb} {path}: unknown extension {suffix or '(none)'!r};"
+            f" supported: {', '.join(supported)}"
+        )
+    return suffix
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataFileError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
+            if not isinstance(row, dict):
+                raise DataFileError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
+            yield row
+
+
+def _read_csv(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            if None in row:
+                raise DataFileError(
+                    f"{path}:{reader.line_num}: more fields than the header has columns"
+                )
+            yield dict(row)
+
+
+def _read_parquet(path: Path) -> Iterator[dict[str, Any]]:
+    pq = _import_pyarrow().parquet
+    parquet_file = pq.ParquetFile(path)
+    try:
+        for batch in parquet_file.iter_batches(batch_size=CHUNK_SIZE):
+            yield from batch.to_pylist()
+    finally:
+        parquet_file.close()
+
+
+def _import_pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise DataFileError(
+            "Parquet needs pyarrow: pip install 'starfish[parquet]' (or use .jsonl / .csv)"
+        ) from None
+    return pyarrow
+
+
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    count = 0
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False, default=str))
+            f.write("\n")
+            count += 1
+    return count
+
+
+def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(records)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class _Spool:
+    """Chunks go to a temporary file on disk (pickled, so types survive) and come back in order.
+
+    The first chunk stays in memory; only when there is a second one does anything touch
+    the disk, so small exports cost a single pass.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._first: list[dict[str, Any]] | None = None
+        self._file: Any = None
+        self._spooled = 0
+
+    def add(self, chunk: list[dict[str, Any]]) -> None:
+        if self._first is None:
+            self._first = chunk
+            return
+        if self._file is None:
+            # Lives across add() calls and is closed by close(), so no `with` here.
+            self._file = tempfile.TemporaryFile(dir=self._directory, suffix=".spool")  # noqa: SIM115
+        pickle.dump(chunk, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._spooled += 1
+
+    def chunks(self) -> Iterator[list[dict[str, Any]]]:
+        if self._first is not None:
+            yield self._first
+        if self._file is not None:
+            self._file.seek(0)
+            for _ in range(self._spooled):
+                yield pickle.load(self._file)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
+def _write_csv(path: Path, records: Iterable[dict[str, Any]], chunk_size: int) -> int:
+    fields: dict[str, None] = {}
+    spool = _Spool(path.parent)
+    count = 0
+    try:
+        for chunk in _chunks(records, chunk_size):
+            fields.update(_union_keys(chunk))
+            count += len(chunk)
+            spool.add(chunk)
+        with path.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(fields))
+            writer.writeheader()
+            for chunk in spool.chunks():
+                writer.writerows({k: _csv_cell(v) for k, v in r.items()} for r in chunk)
+    finally:
+        spool.close()
+    return count
+
+
+def _columns_table(pa: Any, chunk: list[dict[str, Any]], schema: Any) -> Any:
+    """A table from a chunk of records, typed from every value (pyarrow's from_pylist would
+    take the keys of the first record only and silently drop the rest)."""
+    names = list(schema.names) if schema is not None else list(_union_keys(chunk))
+    columns = {name: [record.get(name) for record in chunk] for name in names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _union_keys(records: Iterable[dict[str, Any]]) -> dict[str, None]:
+    keys: dict[str, None] = {}
+    for record in records:
+        keys.update(dict.fromkeys(record))
+    return keys
+
+
+def _write_parquet(path: Path, records: Iterable[dict[str, Any]], chunk_size: int) -> int:
+    pa = _import_pyarrow()
+    schema = None
+    spool = _Spool(path.parent)
+    count = 0
+    try:
+        for chunk in _chunks(records, chunk_size):
+            chunk_schema = _columns_table(pa, chunk, None).schema
+            schema = (
+                chunk_schema
+                if schema is None
+                else pa.unify_schemas([schema, chunk_schema], promote_options="permissive")
+            )
+            count += len(chunk)
+            spool.add(chunk)
+        writer = pa.parquet.ParquetWriter(path, schema if schema is not None else pa.schema([]))
+        try:
+            for chunk in spool.chunks():
+                writer.write_table(_columns_table(pa, chunk, schema))
+        finally:
+            writer.close()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise DataFileError(f"records do not fit one Parquet schema: {e}") from None
+    finally:
+        spool.close()
+    return count
