@@ -110,10 +110,10 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataFileError(f"{path}:{lineno}: malformed JSON: {e.msg}") from None
+                raise DataFileError(f"{path}: line {lineno}: malformed JSON: {e.msg}") from None
             if not isinstance(row, dict):
                 raise DataFileError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                    f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}"
                 )
             yield row
 
@@ -124,7 +124,7 @@ def _read_csv(path: Path) -> Iterator[dict[str, Any]]:
         for row in reader:
             if None in row:
                 raise DataFileError(
-                    f"{path}:{reader.line_num}: more fields than the header has columns"
+                    f"{path}: line {reader.line_num}: more fields than the header has columns"
                 )
             yield dict(row)
 

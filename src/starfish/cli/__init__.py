@@ -1,19 +1,48 @@
-"""The `starfish` command: thin parsing and printing over the library."""
+"""The `starfish` command: thin parsing and printing over the library.
+
+Exit codes: 0 success, 1 a job that failed or stopped (or completed nothing), 2 bad usage.
+Nothing in the library imports this package, so `import starfish` stays free of typer/rich.
+"""
 
 from __future__ import annotations
 
 import typer
 
+from starfish._version import __version__
+from starfish.cli.jobs import app as jobs_app
+from starfish.cli.run import run
 from starfish.cli.telemetry import app as telemetry_app
 
 app = typer.Typer(
     name="starfish",
-    help="Generate synthetic datasets at scale.",
+    help="Generate synthetic datasets at scale: any async function becomes a concurrent, "
+    "resumable job.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("run", no_args_is_help=True)(run)
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(telemetry_app, name="telemetry")
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"starfish {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Generate synthetic datasets at scale: any async function becomes a concurrent,
+    resumable job."""
+
+
 def main() -> None:
-    app()
+    """Entry point of the `starfish` console script and `python -m starfish`."""
+    app(prog_name="starfish")

@@ -1,0 +1,62 @@
+"""Printing shared by the commands: one-line errors, job summaries, JSON."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from typing import Any, NoReturn
+
+import typer
+
+EXIT_OK = 0
+EXIT_FAILED_JOB = 1
+EXIT_USAGE = 2
+
+COUNT_NAMES = ("completed", "failed", "filtered", "duplicate", "dead")
+FAILED_STATUSES = ("failed", "stopped")
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """One line on stderr and the exit code; users get no traceback for a mistake of theirs."""
+    first_line = " ".join(str(message).split("\n")[0].split())
+    typer.echo(f"error: {first_line}", err=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def when(value: Any) -> str:
+    """A timestamp (epoch seconds or ISO text) as local 'YYYY-MM-DD HH:MM:SS'."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, (int, float)):
+        return _dt.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, _dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value).replace("T", " ")[:19]
+
+
+def seconds(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f} s"
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    return "  ".join(f"{name} {counts.get(name, 0)}" for name in COUNT_NAMES)
+
+
+def print_summary(info: Any) -> None:
+    """What a user wants right after a job: its id, how it ended, what happened to the inputs."""
+    reason = f" ({info.stop_reason})" if info.stop_reason else ""
+    typer.echo(f"job {info.job_id}: {info.status}{reason} in {seconds(info.execution_time)}")
+    typer.echo(f"  inputs {info.num_inputs}  {counts_line(info.counts)}")
+
+
+def exit_code_for(info: Any) -> int:
+    return EXIT_FAILED_JOB if info.status in FAILED_STATUSES else EXIT_OK
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

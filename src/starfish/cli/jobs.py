@@ -1,0 +1,170 @@
+"""`starfish jobs ...`: list, inspect, export, resume and delete stored jobs."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from starfish.cli._output import (
+    EXIT_FAILED_JOB,
+    counts_line,
+    exit_code_for,
+    fail,
+    print_json,
+    print_summary,
+    seconds,
+    when,
+)
+
+app = typer.Typer(
+    help="List, inspect, export, resume and delete stored jobs.", no_args_is_help=True
+)
+
+JobId = Annotated[str, typer.Argument(help="A job id, as `starfish jobs list` shows it.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+class Filter(str, enum.Enum):
+    completed = "completed"
+    failed = "failed"
+    filtered = "filtered"
+    duplicate = "duplicate"
+
+
+def _load(job_id: str) -> Any:
+    from starfish import jobs
+
+    try:
+        return jobs.load_job(job_id)
+    except jobs.JobNotFoundError:
+        fail(f"no job {job_id!r}; `starfish jobs list` shows the stored jobs")
+
+
+@app.command("list")
+def list_jobs(as_json: AsJson = False) -> None:
+    """List stored jobs, newest first."""
+    from starfish import jobs
+
+    infos = jobs.list_jobs()
+    if as_json:
+        print_json([info.to_dict() for info in infos])
+        return
+    if not infos:
+        typer.echo("no jobs stored yet; `starfish run` starts one")
+        return
+    rows = [
+        (
+            info.job_id,
+            info.name or "-",
+            info.status,
+            str(info.num_inputs),
+            str(info.counts.get("completed", 0)),
+            when(info.created_at),
+        )
+        for info in infos
+    ]
+    header = ("JOB ID", "NAME", "STATUS", "INPUTS", "COMPLETED", "CREATED")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@app.command("show")
+def show(job_id: JobId, as_json: AsJson = False) -> None:
+    """Status, stop reason, counts, config, timings and dead-queue inputs of one job."""
+    info = _load(job_id)
+    if as_json:
+        print_json(info.to_dict())
+        return
+    reason = info.stop_reason or "-"
+    dead = ", ".join(str(i) for i in info.dead_queue) if info.dead_queue else "-"
+    lines = [
+        ("job", info.job_id),
+        ("name", info.name or "-"),
+        ("status", info.status),
+        ("stop reason", reason),
+        ("run mode", info.run_mode or "-"),
+        ("inputs", str(info.num_inputs)),
+        ("counts", counts_line(info.counts)),
+        ("dead queue", dead),
+        ("created", when(info.created_at)),
+        ("finished", when(info.finished_at)),
+        ("run time", seconds(info.execution_time)),
+    ]
+    for key, value in lines:
+        typer.echo(f"{key + ':':<13}{value}")
+    typer.echo("config:")
+    for key, value in sorted((info.config or {}).items()):
+        typer.echo(f"  {key}: {value}")
+
+
+@app.command("export")
+def export(
+    job_id: JobId,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="File to write: .jsonl, .csv or .parquet.", show_default=False
+        ),
+    ],
+    filter_: Annotated[
+        Filter, typer.Option("--filter", help="Which records to write.")
+    ] = Filter.completed,
+) -> None:
+    """Write a job's records to a file, streamed from storage (memory stays flat)."""
+    from starfish import io, jobs
+
+    _load(job_id)
+    try:
+        count = io.write_records(output, jobs.iter_records(job_id, filter=filter_.value))
+    except io.DataFileError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror or e}")
+    typer.echo(f"wrote {count} {filter_.value} records of job {job_id} to {output}")
+
+
+@app.command("resume")
+def resume(
+    job_id: JobId,
+    max_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Calls running at once.", show_default=False)
+    ] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Continue a stored job: runs only the inputs that have not completed."""
+    from starfish import OutputError, jobs
+
+    _load(job_id)
+    overrides: dict[str, Any] = {"show_progress": not no_progress}
+    if max_concurrency is not None:
+        overrides["max_concurrency"] = max_concurrency
+    error = None
+    try:
+        jobs.resume_job(job_id, **overrides)
+    except OutputError as e:
+        error = e
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; continue it with: starfish jobs resume {job_id}", err=True)
+        raise typer.Exit(130) from None
+    info = _load(job_id)
+    if as_json:
+        print_json(info.to_dict())
+    else:
+        print_summary(info)
+        typer.echo(f"records: starfish jobs export {job_id} --output records.jsonl")
+    raise typer.Exit(EXIT_FAILED_JOB if error is not None else exit_code_for(info))
+
+
+@app.command("delete")
+def delete(job_id: JobId) -> None:
+    """Delete a stored job and its records."""
+    from starfish import jobs
+
+    _load(job_id)
+    jobs.delete_job(job_id)
+    typer.echo(f"deleted job {job_id}")
