@@ -1,0 +1,165 @@
+"""Whether telemetry is on, local-only or off, and which setting decided it.
+
+Precedence, highest first: an off switch anywhere in the environment (`TELEMETRY_ENABLED`
+false-ish, `DO_NOT_TRACK`), then `TELEMETRY_ENABLED=local|true`, then the choice saved with
+`starfish telemetry enable|disable|local`, then the default (on). A `.env` file in the working
+directory counts as environment, but real environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from starfish.paths import app_data_dir
+
+DEFAULT_ENDPOINT = "https://us.i.posthog.com"
+# The project's write-only ("phc_") PostHog key: it can send events, never read them.
+POSTHOG_API_KEY = "phc_starfishWriteOnlyProjectKeyPlaceholder0000000"
+
+CHOICE_FILE = "telemetry.json"
+MODES = ("on", "local", "off")
+
+_OFF = frozenset({"false", "0", "f", "no", "n", "off", "disable", "disabled"})
+_ON = frozenset({"true", "1", "t", "yes", "y", "on", "enable", "enabled"})
+_DNT = frozenset({"1", "true", "yes"})
+_CI_VARS = (
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "BUILDKITE",
+    "CIRCLECI",
+    "TRAVIS",
+    "JENKINS_URL",
+    "TF_BUILD",
+    "TEAMCITY_VERSION",
+    "BITBUCKET_BUILD_NUMBER",
+)
+_KEYS = (
+    "TELEMETRY_ENABLED",
+    "DO_NOT_TRACK",
+    "TELEMETRY_DEBUG",
+    "POSTHOG_HOST",
+    "STARFISH_TELEMETRY_API_KEY",
+    *_CI_VARS,
+)
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """The resolved settings; `reason` says in words which setting decided `mode`."""
+
+    mode: str
+    reason: str
+    endpoint: str
+    api_key: str
+    debug: bool
+    is_ci: bool
+
+
+def _dotenv(cwd: Path | None) -> dict[str, str]:
+    """The relevant keys of `./.env`; python-dotenv is imported only when the file exists."""
+    path = (cwd or Path.cwd()) / ".env"
+    try:
+        if not path.is_file():
+            return {}
+        from dotenv import dotenv_values
+
+        values = dotenv_values(path)
+    except Exception:  # a broken .env must not break the user's job
+        return {}
+    return {k: v for k, v in values.items() if k in _KEYS and v is not None}
+
+
+def _lookup(environ: Mapping[str, str], dotenv: Mapping[str, str], key: str) -> tuple[str, str]:
+    """(value, where) with real environment first; ("", "") when unset."""
+    if key in environ:
+        return environ[key].strip(), "the environment"
+    if key in dotenv:
+        return dotenv[key].strip(), ".env"
+    return "", ""
+
+
+def is_ci(environ: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    for key in _CI_VARS:
+        value = env.get(key, "").strip().lower()
+        if value and value not in ("false", "0"):
+            return True
+    return False
+
+
+def choice_path() -> Path:
+    return app_data_dir() / CHOICE_FILE
+
+
+def saved_choice() -> str | None:
+    """The mode saved by `starfish telemetry enable|disable|local`, if any."""
+    try:
+        mode = json.loads(choice_path().read_text()).get("mode")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return mode if mode in MODES else None
+
+
+def save_choice(mode: str) -> Path:
+    """Persist a choice; raises OSError when the app data dir cannot be written."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    path = choice_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"mode": mode}) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def env_says_off(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the real environment alone switches telemetry off.
+
+    Cheap (no file I/O): lets a job's end skip everything when telemetry is switched off.
+    """
+    env = os.environ if environ is None else environ
+    enabled = env.get("TELEMETRY_ENABLED", "").strip().lower()
+    return enabled in _OFF or env.get("DO_NOT_TRACK", "").strip().lower() in _DNT
+
+
+def resolve(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> TelemetrySettings:
+    """Read every source once and decide; never raises on bad values (they are ignored)."""
+    env = os.environ if environ is None else environ
+    dotenv = _dotenv(cwd)
+    enabled, enabled_from = _lookup(env, dotenv, "TELEMETRY_ENABLED")
+    dnt, dnt_from = _lookup(env, dotenv, "DO_NOT_TRACK")
+    if enabled.lower() in _OFF:
+        mode, reason = "off", f"TELEMETRY_ENABLED={enabled} in {enabled_from}"
+    elif dnt.lower() in _DNT:
+        mode, reason = "off", f"DO_NOT_TRACK={dnt} in {dnt_from}"
+    elif enabled.lower() == "local":
+        mode, reason = "local", f"TELEMETRY_ENABLED={enabled} in {enabled_from}"
+    elif enabled.lower() in _ON:
+        mode, reason = "on", f"TELEMETRY_ENABLED={enabled} in {enabled_from}"
+    else:
+        choice = saved_choice()
+        if choice is not None:
+            mode, reason = choice, f"saved choice in {choice_path()}"
+        else:
+            mode, reason = "on", "default (nothing opted out)"
+    endpoint = _lookup(env, dotenv, "POSTHOG_HOST")[0] or DEFAULT_ENDPOINT
+    api_key = _lookup(env, dotenv, "STARFISH_TELEMETRY_API_KEY")[0] or POSTHOG_API_KEY
+    debug = _lookup(env, dotenv, "TELEMETRY_DEBUG")[0].lower() in _ON
+    merged = {**dotenv, **env}
+    return TelemetrySettings(mode, reason, endpoint.rstrip("/"), api_key, debug, is_ci(merged))
+
+
+def os_name() -> str:
+    """`linux`, `darwin`, `windows` or another lowercase family name; never a host name."""
+    platform = sys.platform
+    if platform.startswith("linux"):
+        return "linux"
+    if platform.startswith("win"):
+        return "windows"
+    return platform.rstrip("0123456789") or "unknown"
