@@ -1,0 +1,72 @@
+"""`starfish run`: a target over the rows of a file, in a real subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from starfish import io
+from tests.cli.conftest import Cli, run_job
+
+
+def test_run_prints_job_id_summary_and_where_the_records_are(cli: Cli) -> None:
+    result = cli("run", "targets.py:echo", "--input", "names.jsonl", "--no-progress")
+    assert result.code == 0, result
+    first = result.out.splitlines()[0]
+    assert first.startswith("job ") and ": completed" in first
+    assert "completed 3" in result.out and "failed 0" in result.out and "dead 0" in result.out
+    job_id = first.split()[1].rstrip(":")
+    assert f"starfish jobs export {job_id} --output" in result.out
+
+
+def test_run_json_param_broadcast_and_jsonl_output(cli: Cli, workdir: Path) -> None:
+    job = run_job(cli, "targets.py:echo", "-i", "names.jsonl", "--param", "n=2", "-o", "out.jsonl")
+    assert job["status"] == "completed"
+    assert job["counts"]["completed"] == 3
+    assert job["output"] == "out.jsonl"
+    rows = [json.loads(line) for line in (workdir / "out.jsonl").read_text().splitlines()]
+    assert rows == [{"name": n, "i": i} for n in ("ada", "bo", "cy") for i in (0, 1)]
+
+
+def test_run_csv_input_module_target_and_parquet_output(cli: Cli, workdir: Path) -> None:
+    job = run_job(cli, "targets:echo", "--input", "names.csv", "--output", "out.parquet")
+    assert job["counts"]["completed"] == 3
+    assert list(io.read_rows(workdir / "out.parquet")) == [
+        {"name": n, "i": 0} for n in ("ada", "bo", "cy")
+    ]
+
+
+def test_run_parquet_input_into_decorated_factory_with_overrides(cli: Cli, workdir: Path) -> None:
+    io.write_records(workdir / "in.parquet", [{"name": "x"}, {"name": "y"}])
+    job = run_job(
+        cli,
+        "targets.py:decorated",
+        "-i",
+        "in.parquet",
+        "-p",
+        'suffix="!"',
+        "--max-concurrency",
+        "1",
+        "--timeout",
+        "5",
+        "-o",
+        "out.csv",
+    )
+    assert job["config"]["max_concurrency"] == 1
+    assert list(io.read_rows(workdir / "out.csv")) == [{"name": "x!"}, {"name": "y!"}]
+
+
+def test_run_target_count_stops_early(cli: Cli) -> None:
+    job = run_job(cli, "targets.py:echo", "-i", "names.jsonl", "--target-count", "2")
+    assert job["counts"]["completed"] == 2
+
+
+def test_a_failing_job_exits_1_and_stays_stored(cli: Cli, workdir: Path) -> None:
+    (workdir / "FAIL").touch()
+    result = cli("run", "targets.py:flaky", "-i", "names.jsonl", "--no-progress")
+    assert result.code == 1, result
+    assert "Traceback" not in result.err
+    listed = cli("jobs", "list", "--json").json()
+    assert len(listed) == 1
+    assert listed[0]["counts"]["completed"] == 0
+    assert listed[0]["status"] in ("failed", "stopped")
