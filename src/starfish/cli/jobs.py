@@ -39,8 +39,8 @@ def _load(job_id: str) -> Any:
 
     try:
         return jobs.load_job(job_id)
-    except jobs.JobNotFoundError:
-        fail(f"no job {job_id!r}; `starfish jobs list` shows the stored jobs")
+    except jobs.JobNotFoundError as e:
+        fail(str(e) or f"no job {job_id!r}; `starfish jobs list` shows the stored jobs")
 
 
 @app.command("list")
@@ -117,7 +117,7 @@ def export(
     """Write a job's records to a file, streamed from storage (memory stays flat)."""
     from starfish import io, jobs
 
-    _load(job_id)
+    job_id = _load(job_id).job_id
     try:
         count = io.write_records(output, jobs.iter_records(job_id, filter=filter_.value))
     except io.DataFileError as e:
@@ -139,7 +139,7 @@ def resume(
     """Continue a stored job: runs only the inputs that have not completed."""
     from starfish import OutputError, jobs
 
-    _load(job_id)
+    job_id = _load(job_id).job_id
     overrides: dict[str, Any] = {"show_progress": not no_progress}
     if max_concurrency is not None:
         overrides["max_concurrency"] = max_concurrency
@@ -148,6 +148,8 @@ def resume(
         jobs.resume_job(job_id, **overrides)
     except OutputError as e:
         error = e
+    except RuntimeError as e:
+        fail(str(e))
     except KeyboardInterrupt:
         typer.echo(f"interrupted; continue it with: starfish jobs resume {job_id}", err=True)
         raise typer.Exit(130) from None
@@ -165,6 +167,6 @@ def delete(job_id: JobId) -> None:
     """Delete a stored job and its records."""
     from starfish import jobs
 
-    _load(job_id)
+    job_id = _load(job_id).job_id
     jobs.delete_job(job_id)
     typer.echo(f"deleted job {job_id}")

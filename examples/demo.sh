@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make demo`: the main job end to end, on an embedded generator with no key and no network.
+#
+# Runs examples/qa_pairs.py over examples/topics.jsonl, shows the stored job, exports its
+# records to JSONL, and shows the telemetry event that would have been sent. Telemetry is
+# `local`: events go to a log on this machine and no host is contacted. Everything the demo
+# stores lives in .demo/ (gitignored), so your own jobs are left alone.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+if [[ -x "$ROOT/.venv/bin/starfish" ]]; then
+    STARFISH=("$ROOT/.venv/bin/starfish")
+    PYTHON="$ROOT/.venv/bin/python"
+else
+    PYTHON="${PYTHON:-python3}"
+    STARFISH=("$PYTHON" -m starfish)
+fi
+
+DEMO_DIR="$ROOT/.demo"
+rm -rf "$DEMO_DIR"
+mkdir -p "$DEMO_DIR"
+export STARFISH_LOCAL_STORAGE_DIR="$DEMO_DIR/appdata"
+export TELEMETRY_ENABLED=local
+
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+
+step starfish run examples/qa_pairs.py:qa_pairs --input examples/topics.jsonl
+"${STARFISH[@]}" run examples/qa_pairs.py:qa_pairs --input examples/topics.jsonl
+
+JOB_ID="$("${STARFISH[@]}" jobs list --json | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)[0]["job_id"])')"
+
+step starfish jobs show "$JOB_ID"
+"${STARFISH[@]}" jobs show "$JOB_ID"
+
+step starfish jobs export "$JOB_ID" --output .demo/qa_pairs.jsonl
+"${STARFISH[@]}" jobs export "$JOB_ID" --output "$DEMO_DIR/qa_pairs.jsonl"
+echo "first two records:"
+head -n 2 "$DEMO_DIR/qa_pairs.jsonl"
+
+step starfish telemetry log
+"${STARFISH[@]}" telemetry log
+
+printf '\nDone. The demo kept its files in .demo/ (delete it any time).\n'
