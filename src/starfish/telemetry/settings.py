@@ -76,10 +76,10 @@ def _dotenv(cwd: Path | None) -> dict[str, str]:
 
 
 def _lookup(environ: Mapping[str, str], dotenv: Mapping[str, str], key: str) -> tuple[str, str]:
-    """(value, where) with real environment first; ("", "") when unset."""
-    if key in environ:
+    """(value, where) with real environment first; ("", "") when unset or empty."""
+    if environ.get(key, "").strip():
         return environ[key].strip(), "the environment"
-    if key in dotenv:
+    if dotenv.get(key, "").strip():
         return dotenv[key].strip(), ".env"
     return "", ""
 
