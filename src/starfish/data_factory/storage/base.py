@@ -1,0 +1,111 @@
+"""The storage interface: what the runner writes and what the getters and `jobs` read.
+
+Per input only its outcome is stored (`completed` with its records, or `dead`), plus one row
+per attempt that did not complete (`failed`, `filtered`, `duplicate`). The inputs themselves
+are stored once per job as a blob (see `factory._call_spec`), not one row per input.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+FILTERS = ("completed", "failed", "filtered", "duplicate")
+COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
+
+
+def check_filter(filter: str) -> str:
+    if filter not in FILTERS:
+        raise ValueError(f"filter must be one of {', '.join(FILTERS)}, got {filter!r}.")
+    return filter
+
+
+class Progress:
+    """What a job has already done, as loaded for a resume."""
+
+    __slots__ = ("completed", "dead", "error_summary", "failed_counts", "num_completed", "state")
+
+    def __init__(
+        self,
+        completed: bytearray,
+        dead: set[int],
+        failed_counts: dict[str, int],
+        error_summary: dict[str, int],
+        state: dict[str, Any] | None,
+    ) -> None:
+        self.completed = completed  # 1 at index i when input i completed
+        self.num_completed = completed.count(1)
+        self.dead = dead
+        self.failed_counts = failed_counts  # failed / filtered / duplicate attempts so far
+        self.error_summary = error_summary
+        self.state = state
+
+
+class JobWriter(ABC):
+    """Writes one job's outcomes; `close` returns once everything handed over is stored."""
+
+    @abstractmethod
+    def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
+        """`status` is `completed` (with records) or `dead` (records None)."""
+
+    @abstractmethod
+    def attempt(
+        self, index: int, attempt: int, status: str, records: list, error_type: str | None
+    ) -> None:
+        """An attempt that did not complete: `failed`, `filtered` or `duplicate`."""
+
+    @abstractmethod
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Storage(ABC):
+    kind: str
+
+    @abstractmethod
+    def create_job(self, meta: dict[str, Any], spec: Any) -> None:
+        """Store a new job's row (status `running`) and its call spec, durably."""
+
+    @abstractmethod
+    def start_resume(self, job_id: str, run_mode: str, config: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def find_job_ids(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every job row, newest first."""
+
+    @abstractmethod
+    def load_spec(self, job_id: str) -> Any: ...
+
+    @abstractmethod
+    def load_progress(self, job_id: str, num_inputs: int) -> Progress: ...
+
+    @abstractmethod
+    def open_writer(self, job_id: str, batch_size: int) -> JobWriter: ...
+
+    @abstractmethod
+    def finish_job(self, job_id: str, fields: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]: ...
+
+    @abstractmethod
+    def indices(self, job_id: str, filter: str = "completed") -> list[int]: ...
+
+    @abstractmethod
+    def dead_queue(self, job_id: str) -> list[int]: ...
+
+    @abstractmethod
+    def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Counts and error summary computed from the stored rows (for running jobs)."""
+
+    @abstractmethod
+    def delete_job(self, job_id: str) -> None: ...

@@ -1,0 +1,150 @@
+"""In-memory storage: no files at all; a job lives as long as the process.
+
+Records are kept as the very objects the function returned (no copies, no JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from starfish.data_factory.storage.base import (
+    COUNT_KEYS,
+    JobWriter,
+    Progress,
+    Storage,
+    check_filter,
+)
+
+
+class _MemJob:
+    __slots__ = ("attempts", "meta", "outcomes", "seq", "spec")
+
+    def __init__(self, meta: dict[str, Any], spec: Any, seq: int) -> None:
+        self.meta = meta
+        self.spec = spec
+        self.seq = seq
+        # index -> (status, attempts, records); a list, so input order is free
+        self.outcomes: list[tuple | None] = [None] * meta["num_inputs"]
+        self.attempts: list[tuple] = []  # (index, attempt, status, error_type, records)
+
+
+class MemoryStorage(Storage):
+    kind = "in_memory"
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, _MemJob] = {}
+        self._seq = 0
+
+    def _job(self, job_id: str) -> _MemJob:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise KeyError(job_id) from None
+
+    def create_job(self, meta: dict[str, Any], spec: Any) -> None:
+        self._seq += 1
+        self._jobs[meta["job_id"]] = _MemJob(dict(meta), spec, self._seq)
+
+    def start_resume(self, job_id: str, run_mode: str, config: dict[str, Any]) -> None:
+        self._job(job_id).meta.update(
+            status="running", stop_reason=None, run_mode=run_mode, config=config, finished_at=None
+        )
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else dict(job.meta)
+
+    def find_job_ids(self, prefix: str) -> list[str]:
+        return [j for j in self._jobs if prefix and j.startswith(prefix)]
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        jobs = sorted(self._jobs.values(), key=lambda j: j.seq, reverse=True)
+        return [dict(j.meta) for j in jobs]
+
+    def load_spec(self, job_id: str) -> Any:
+        return self._job(job_id).spec
+
+    def load_progress(self, job_id: str, num_inputs: int) -> Progress:
+        job = self._job(job_id)
+        completed = bytearray(num_inputs)
+        dead: set[int] = set()
+        for i, outcome in enumerate(job.outcomes):
+            if outcome is not None:
+                if outcome[0] == "completed":
+                    completed[i] = 1
+                else:
+                    dead.add(i)
+        counts, errors = self.live_counts(job_id)
+        failed = {k: counts[k] for k in ("failed", "filtered", "duplicate")}
+        return Progress(completed, dead, failed, errors, job.meta.get("state"))
+
+    def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        job = self._job(job_id)
+        counts = dict.fromkeys(COUNT_KEYS, 0)
+        for outcome in job.outcomes:
+            if outcome is not None:
+                counts[outcome[0]] += 1
+        errors: dict[str, int] = {}
+        for _, _, status, error_type, _ in job.attempts:
+            counts[status] += 1
+            if status == "failed":
+                errors[error_type] = errors.get(error_type, 0) + 1
+        return counts, errors
+
+    def open_writer(self, job_id: str, batch_size: int) -> JobWriter:
+        return _MemWriter(self._job(job_id))
+
+    def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        self._job(job_id).meta.update(fields)
+
+    def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]:
+        check_filter(filter)
+        job = self._job(job_id)
+        if filter == "completed":
+            for outcome in job.outcomes:
+                if outcome is not None and outcome[0] == "completed":
+                    yield from outcome[2]
+        else:
+            for _, _, _, _, records in sorted(
+                (a for a in job.attempts if a[2] == filter), key=lambda a: (a[0], a[1])
+            ):
+                yield from records
+
+    def indices(self, job_id: str, filter: str = "completed") -> list[int]:
+        check_filter(filter)
+        job = self._job(job_id)
+        if filter == "completed":
+            return [i for i, o in enumerate(job.outcomes) if o is not None and o[0] == filter]
+        return sorted({a[0] for a in job.attempts if a[2] == filter})
+
+    def dead_queue(self, job_id: str) -> list[int]:
+        job = self._job(job_id)
+        return [i for i, o in enumerate(job.outcomes) if o is not None and o[0] == "dead"]
+
+    def delete_job(self, job_id: str) -> None:
+        self._job(job_id)
+        del self._jobs[job_id]
+
+
+class _MemWriter(JobWriter):
+    def __init__(self, job: _MemJob) -> None:
+        self._job = job
+
+    def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
+        self._job.outcomes[index] = (status, attempts, records)
+
+    def attempt(
+        self, index: int, attempt: int, status: str, records: list, error_type: str | None
+    ) -> None:
+        self._job.attempts.append((index, attempt, status, error_type, records))
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._job.meta["state"] = state
+
+    def close(self) -> None:
+        """Nothing to flush: every outcome is stored the moment it is handed over."""
+
+
+MEMORY = MemoryStorage()
+"""The process-wide in-memory store: `resume` works only within this process."""
