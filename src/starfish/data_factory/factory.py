@@ -289,6 +289,7 @@ class DataFactory:
                 "no job to resume in this process: run() first, or use "
                 "data_factory.resume_from_checkpoint(job_id)."
             )
+        _check_overrides(overrides)
         target = self.with_options(**overrides) if overrides else self
         job_id, inputs, storage = self.job_id, self._inputs, self._storage
         result = _run_sync(
@@ -359,10 +360,16 @@ def data_factory(func: Callable[..., Any] | None = None, /, **options: Any) -> A
     return lambda f: DataFactory(f, options)
 
 
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    if "storage" in overrides:
+        raise ValueError("storage cannot change on resume: the job lives where it was stored.")
+
+
 def resume_from_checkpoint(job_id: str, **overrides: Any) -> list[dict]:
     """Continue any stored job, from this or another process; returns all its completed records."""
     from starfish.data_factory.storage import locate_job
 
+    _check_overrides(overrides)
     storage, full_id = locate_job(job_id)
     if storage.kind == "in_memory":
         factory, inputs = storage.load_spec(full_id)

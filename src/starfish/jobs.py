@@ -1,0 +1,112 @@
+"""Stored jobs from Python: list, load, read, resume and delete them.
+
+Local jobs live in the SQLite database under the app data dir; in-memory jobs of this
+process are found too. Reading records streams from storage in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from starfish.data_factory.storage import JobNotFoundError, Storage, locate_job
+
+__all__ = [
+    "JobInfo",
+    "JobNotFoundError",
+    "delete_job",
+    "iter_records",
+    "list_jobs",
+    "load_job",
+    "resume_job",
+]
+
+_COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
+
+
+@dataclass
+class JobInfo:
+    """One stored job as `starfish jobs show` prints it."""
+
+    job_id: str
+    name: str
+    status: str
+    stop_reason: str | None
+    run_mode: str
+    num_inputs: int
+    counts: dict[str, int]
+    config: dict[str, Any]
+    created_at: float
+    finished_at: float | None
+    execution_time: float | None
+    dead_queue: list[int] = field(default_factory=list)
+    storage: str = "local"
+    error_summary: dict[str, int] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _info(storage: Storage, row: dict[str, Any], with_dead_queue: bool = True) -> JobInfo:
+    job_id = row["job_id"]
+    counts, errors = row.get("counts"), row.get("error_summary")
+    if row["status"] == "running" or counts is None:
+        counts, errors = storage.live_counts(job_id)  # still running, or killed mid-run
+    return JobInfo(
+        job_id=job_id,
+        name=row["name"],
+        status=row["status"],
+        stop_reason=row.get("stop_reason"),
+        run_mode=row["run_mode"],
+        num_inputs=row["num_inputs"],
+        counts={k: int(counts.get(k, 0)) for k in _COUNT_KEYS},
+        config=row.get("config") or {},
+        created_at=row["created_at"],
+        finished_at=row.get("finished_at"),
+        execution_time=row.get("execution_time"),
+        dead_queue=storage.dead_queue(job_id) if with_dead_queue else [],
+        storage=storage.kind,
+        error_summary=dict(errors or {}),
+        state=row.get("state") or {},
+    )
+
+
+def list_jobs() -> list[JobInfo]:
+    """Every stored job (local, then this process's in-memory ones by time), newest first."""
+    from starfish.data_factory.storage.memory import MEMORY
+    from starfish.data_factory.storage.sqlite import SqliteStorage
+
+    local = SqliteStorage.default()
+    try:
+        infos = [_info(s, row) for s in (local, MEMORY) for row in s.list_jobs()]
+    finally:
+        local.close()
+    infos.sort(key=lambda info: info.created_at, reverse=True)
+    return infos
+
+
+def load_job(job_id: str) -> JobInfo:
+    """The job with this id (or unique id prefix); `JobNotFoundError` if there is none."""
+    storage, full_id = locate_job(job_id)
+    return _info(storage, storage.get_job(full_id))
+
+
+def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict]:
+    """Stream a job's records with the given status, in input order, in constant memory."""
+    storage, full_id = locate_job(job_id)
+    return storage.iter_records(full_id, filter)
+
+
+def delete_job(job_id: str) -> None:
+    """Delete a job, its inputs and its records."""
+    storage, full_id = locate_job(job_id)
+    storage.delete_job(full_id)
+
+
+def resume_job(job_id: str, **overrides: Any) -> list[dict]:
+    """Continue a stored job (see `data_factory.resume_from_checkpoint`)."""
+    from starfish.data_factory.factory import resume_from_checkpoint
+
+    return resume_from_checkpoint(job_id, **overrides)
