@@ -1,0 +1,122 @@
+"""Secrets put anywhere but an allow-listed field, or into error messages, never reach the wire.
+
+A "secret" here is what users leak in practice: API keys, tokens, passwords, prompts; strings
+with a separator (`-`), so never a valid Python type name or a lowercase enum-like word, which
+are the only shapes the allow-list lets through in its string fields.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from starfish.telemetry import (
+    JOB_EVENT,
+    AnalyticsConfig,
+    AnalyticsService,
+    Event,
+    TelemetryData,
+    error_type_counts,
+)
+from starfish.telemetry.transport import send
+from tests.posthog_receiver import PostHogReceiver
+from tests.telemetry.conftest import run_py
+
+secrets = st.builds(
+    lambda head, tail: f"Sx-{head}-{tail}",
+    st.text(string.ascii_letters + string.digits, min_size=6, max_size=20),
+    st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=20),
+)
+
+
+def _wire_text(rec: PostHogReceiver) -> tuple[bytes, str]:
+    raw = b"".join(gzip.decompress(b) if b[:2] == b"\x1f\x8b" else b for b in rec.raw_bodies)
+    return raw, json.dumps([r["json"] for r in rec.requests], ensure_ascii=False)
+
+
+def _leaky_job(secret: str) -> TelemetryData:
+    data = TelemetryData(
+        job_id=secret,
+        target_reached=True,
+        run_mode=secret,
+        run_time_platform=secret,
+        num_inputs=3,
+        library_version="0.2.0",
+        config={"batch_size": secret, "max_concurrency": 4, "api_key": secret},
+        execution_time=0.5,
+        count_summary={"completed": 1, "failed": secret, secret: 5},  # type: ignore[dict-item]
+        error_summary={
+            **error_type_counts([ValueError(secret), KeyError(secret), TimeoutError(secret)]),
+            secret: 1,
+            "RuntimeError": secret,  # type: ignore[dict-item]
+        },
+    )
+    data.inputs = [{"prompt": secret}]  # type: ignore[attr-defined]
+    data.error_message = f"failed with {secret}"  # type: ignore[attr-defined]
+    return data
+
+
+@pytest.fixture(scope="module")
+def wire_receiver() -> Any:
+    rec = PostHogReceiver("ok").start()
+    yield rec
+    rec.stop()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(secret=secrets)
+def test_no_secret_byte_reaches_the_receiver(wire_receiver: PostHogReceiver, secret: str) -> None:
+    wire_receiver.requests.clear()
+    wire_receiver.raw_bodies.clear()
+    svc = AnalyticsService(AnalyticsConfig(api_key="phc_test", endpoint=wire_receiver.url))
+    svc.capture_job(_leaky_job(secret))
+    svc.capture_event(
+        Event(
+            JOB_EVENT,
+            {**_leaky_job(secret).to_dict(), "prompt": secret, "error": str(ValueError(secret))},
+            client_id="0b9f6a36-6f5b-4d5e-9d0c-2f6e8e3a0a11",
+        )
+    )
+    events = [svc._finalize(svc._queue.popleft()) for _ in range(len(svc._queue))]
+    sent = send(events, api_key="phc_test", endpoint=wire_receiver.url)
+    assert len(sent) == 2 and len(wire_receiver.events()) == 2
+    raw, text = _wire_text(wire_receiver)
+    assert secret not in text
+    assert secret.encode() not in raw
+    for event in wire_receiver.events():
+        props = event["properties"]
+        assert props["error_summary"] == {"ValueError": 1, "KeyError": 1, "TimeoutError": 1}
+        assert props["num_inputs"] == 3 and props["config"] == {"max_concurrency": 4}
+
+
+def test_a_real_job_with_secret_inputs_and_error_messages_leaks_nothing(
+    receiver: PostHogReceiver, tmp_path: Path
+) -> None:
+    secret = "Sx-sk-live-51HqLyjWDarjtT1zdp7dc"
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from starfish import data_factory\n"
+        f"SECRET = {secret!r}\n"
+        "@data_factory(max_concurrency=2)\n"
+        "async def gen(text, api_key):\n"
+        "    if text.startswith('fail'):\n"
+        "        raise ValueError(f'bad {text} with key {api_key}')\n"
+        "    return [{'out': text + api_key}]\n"
+        "gen.run(text=[SECRET + 'a', 'fail' + SECRET], api_key=SECRET)\n"
+    )
+    proc = run_py(script.read_text(), env={"CI": "1"}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (event,) = receiver.wait_for_events(1)
+    raw, text = _wire_text(receiver)
+    assert secret not in text and secret.encode() not in raw
+    assert set(event["properties"]["error_summary"]) == {"ValueError"}
+    assert event["properties"]["num_inputs"] == 2
