@@ -370,6 +370,9 @@ def _row_to_job(row: tuple) -> dict[str, Any]:
 
 
 _CLOSE = object()
+_HIGH_WATER = 20_000
+"""Outcomes handed to the writer but not yet committed before the loop waits for it."""
+_LOW_WATER = 5_000
 
 
 class _SqliteWriter(JobWriter):
@@ -390,6 +393,10 @@ class _SqliteWriter(JobWriter):
         self._finished = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._error: BaseException | None = None
+        # each counter is written by one thread only, so no lock is needed
+        self._handed = 0
+        self._committed = 0
+        self._room = threading.Event()
         self._thread = threading.Thread(target=self._run, name="starfish-writer", daemon=True)
         self._thread.start()
 
@@ -417,9 +424,23 @@ class _SqliteWriter(JobWriter):
 
     def _hand_off(self) -> None:
         if self._buf:
+            self._handed += len(self._buf)
             self._queue.put(self._buf)
             self._buf = []
         self._finished = 0
+        if self._handed - self._committed > _HIGH_WATER:
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        """Backpressure: when the function outruns the disk, memory stays bounded.
+
+        Blocks the event loop briefly; it only happens when calls finish faster than SQLite
+        can store them, so the disk is the bottleneck anyway.
+        """
+        while self._handed - self._committed > _LOW_WATER and self._thread.is_alive():
+            self._room.clear()
+            if self._handed - self._committed > _LOW_WATER:
+                self._room.wait(0.05)
 
     def close(self) -> None:
         self._hand_off()
@@ -448,6 +469,9 @@ class _SqliteWriter(JobWriter):
                     except BaseException as exc:
                         self._error = exc
                         logger.error("starfish: storage write failed: %r", exc)
+                self._committed += sum(len(b) for b in batches)
+                if self._handed - self._committed <= _LOW_WATER:
+                    self._room.set()
                 if closing:
                     return
         finally:
