@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from starfish.telemetry import outbox
+from starfish.telemetry.schema import WIRE_FIELDS
 from starfish.telemetry.service import NOTICE
 from tests.posthog_receiver import PostHogReceiver
 from tests.telemetry.conftest import JOB_ID, app_dir, capture_code, run_py, wait_deliverers_done
@@ -44,6 +45,11 @@ def test_the_receiver_gets_the_job_event_with_correct_types(receiver: PostHogRec
     request = receiver.requests[0]
     assert request["path"].startswith("/batch")
     assert request["json"]["api_key"].startswith("phc_")
+    sent = set(request["json"]) | set(event) | {f"properties.{k}" for k in props}
+    sent |= {f"properties.config.{k}" for k in props["config"]}
+    sent |= {f"properties.count_summary.{k}" for k in props["count_summary"]}
+    sent -= {"properties", "properties.config", "properties.count_summary"}
+    assert sent <= set(WIRE_FIELDS), sent - set(WIRE_FIELDS)
 
 
 def test_the_log_shows_exactly_what_left(receiver: PostHogReceiver) -> None:

@@ -212,7 +212,10 @@ WIRE_FIELDS: dict[str, tuple[str, str]] = {
     "timestamp": ("string (ISO 8601, UTC)", "When the event was captured."),
     "properties.job_id": ("string", "Random id of the job (32 hex digits), made by Starfish."),
     "properties.target_reached": ("bool", "Whether the job reached its target count."),
-    "properties.run_mode": ("string", "How the job ran, e.g. `normal`, `dry_run`, `resume`."),
+    "properties.run_mode": (
+        "string",
+        "How the job ran: `normal`, `dry_run` or `resume_from_checkpoint`.",
+    ),
     "properties.run_time_platform": ("string", "Python and OS family, e.g. `python-3.11/linux`."),
     "properties.num_inputs": ("int", "How many inputs the job was given."),
     "properties.library_version": ("string", "The Starfish version."),
@@ -227,7 +230,8 @@ WIRE_FIELDS: dict[str, tuple[str, str]] = {
     },
     "properties.error_summary": (
         "object: string -> int",
-        "Exception type names (e.g. `TimeoutError`) to counts; never messages.",
+        "Exception type names (e.g. `TimeoutError`, or your own class names) to counts; "
+        "never messages.",
     ),
     "properties.python_version": ("string", "Python version, e.g. `3.11.7`."),
     "properties.os": ("string", "Operating system family: `linux`, `darwin` or `windows`."),
