@@ -257,7 +257,7 @@ class Runner:
         if verdict is None:
             try:
                 self.writer.input_done(index, "completed", attempt, records)
-            except (TypeError, ValueError) as exc:
+            except Exception as exc:  # records the storage cannot encode (not JSON, cyclic)
                 await self._failed(index, attempt, exc)
                 return
             self.counts["completed"] += 1
@@ -268,8 +268,12 @@ class Runner:
                 self.target_reached = True
                 self._stop("completed", "target_count reached")
             return
+        try:
+            self.writer.attempt(index, attempt, verdict, records, None)
+        except Exception as exc:
+            await self._failed(index, attempt, exc)
+            return
         self.counts[verdict] += 1
-        self.writer.attempt(index, attempt, verdict, records, None)
         self._save_state()
         self._again_or_dead(index, attempt)
 

@@ -167,7 +167,9 @@ class SqliteStorage(Storage):
     # jobs ------------------------------------------------------------------------------
     def create_job(self, meta: dict[str, Any], spec: Any) -> None:
         conn = self._db()
-        values = [_dumps(meta.get(c)) if c in _JSON_COLUMNS else meta.get(c) for c in _JOB_COLUMNS]
+        values = [
+            _json_column(meta.get(c)) if c in _JSON_COLUMNS else meta.get(c) for c in _JOB_COLUMNS
+        ]
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -188,7 +190,7 @@ class SqliteStorage(Storage):
             conn.execute(
                 "UPDATE jobs SET status = 'running', stop_reason = NULL, run_mode = ?, "
                 "config = ?, finished_at = NULL WHERE job_id = ?",
-                (run_mode, _dumps(config), job_id),
+                (run_mode, _json_column(config), job_id),
             )
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
@@ -285,7 +287,7 @@ class SqliteStorage(Storage):
     def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
         conn = self._db()
         cols = list(fields)
-        values = [_dumps(fields[c]) if c in _JSON_COLUMNS else fields[c] for c in cols]
+        values = [_json_column(fields[c]) if c in _JSON_COLUMNS else fields[c] for c in cols]
         with self._lock:
             conn.execute(
                 f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in cols)} WHERE job_id = ?",
@@ -362,6 +364,14 @@ class SqliteStorage(Storage):
                 raise
 
 
+def _json_column(value: Any) -> str | None:
+    try:
+        return _dumps(value)
+    except Exception as exc:  # e.g. a state value that is not JSON-serialisable
+        logger.warning("starfish: not stored, not JSON-serialisable: %r", exc)
+        return None
+
+
 def _row_to_job(row: tuple) -> dict[str, Any]:
     job = dict(zip(_JOB_COLUMNS, row, strict=True))
     for c in _JSON_COLUMNS:
@@ -415,12 +425,9 @@ class _SqliteWriter(JobWriter):
             self._hand_off()
 
     def set_state(self, state: dict[str, Any]) -> None:
-        try:
-            text = _dumps(state)
-        except (TypeError, ValueError) as exc:
-            logger.warning("job state is not JSON-serialisable, not stored: %s", exc)
-            return
-        self._buf.append((2, text))
+        text = _json_column(state)
+        if text is not None:
+            self._buf.append((2, text))
 
     def _hand_off(self) -> None:
         if self._buf:
