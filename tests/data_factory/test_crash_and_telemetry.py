@@ -145,3 +145,20 @@ def test_job_event_arrives_at_the_receiver_with_counts_and_types(receiver, tmp_p
     assert props["config"]["max_concurrency"] == 3
     assert isinstance(props["execution_time"], float)
     assert "secret" not in json.dumps(events[0])
+
+
+def test_ctrl_c_marks_the_job_interrupted_with_its_progress_stored(tmp_path):
+    log = tmp_path / "calls.log"
+    script = tmp_path / "job.py"
+    script.write_text(JOB_SCRIPT % (N, str(log)))
+    db = Path(os.environ["STARFISH_LOCAL_STORAGE_DIR"]) / "db" / "starfish.db"
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while len(_completed(db)) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and b"KeyboardInterrupt" in err
+    [info] = list_jobs()
+    assert info.status == "interrupted"
+    assert info.counts["completed"] == len(_completed(db)) >= 20
