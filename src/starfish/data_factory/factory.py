@@ -124,10 +124,21 @@ class _FuncRef:
         return obj.func if isinstance(obj, DataFactory) else obj
 
 
+def _pickled_by_value(module: str) -> bool:
+    """Registered with `cloudpickle.register_pickle_by_value` (the CLI does so for a file
+    TARGET): importable here only by a path trick, so a reference would not resolve elsewhere."""
+    try:
+        import cloudpickle
+    except ImportError:
+        return False
+    registered = cloudpickle.list_registry_pickle_by_value()
+    return any(module == name or module.startswith(name + ".") for name in registered)
+
+
 def _func_ref(func: Callable[..., Any]) -> _FuncRef | None:
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", "")
-    if not module or module == "__main__" or "<" in qualname:
+    if not module or module == "__main__" or "<" in qualname or _pickled_by_value(module):
         return None
     try:
         ref = _FuncRef(module, qualname)
