@@ -25,8 +25,8 @@ export TELEMETRY_ENABLED=local
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
-step starfish run examples/qa_pairs.py:qa_pairs --input examples/topics.jsonl
-"${STARFISH[@]}" run examples/qa_pairs.py:qa_pairs --input examples/topics.jsonl
+step starfish run examples/qa_pairs.py:qa_pairs --input examples/topics.jsonl --max-concurrency 4
+"${STARFISH[@]}" run examples/qa_pairs.py:qa_pairs --input examples/topics.jsonl --max-concurrency 4
 
 JOB_ID="$("${STARFISH[@]}" jobs list --json | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)[0]["job_id"])')"
 

@@ -25,7 +25,7 @@ async def echo(name: str, n: int = 1):
 
 
 async def flaky(name: str):
-    if os.path.exists("FAIL"):
+    if os.path.exists(os.path.join(os.path.dirname(__file__), "FAIL")):
         raise RuntimeError("FAIL file present")
     return [{"name": name}]
 
@@ -70,10 +70,12 @@ def workdir(tmp_path: Path) -> Path:
 def cli(workdir: Path) -> Cli:
     """`cli("jobs", "list")` runs `python -m starfish jobs list` in `workdir`."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Result:
+    def run(
+        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+    ) -> Result:
         proc = subprocess.run(
             [sys.executable, "-m", "starfish", *args],
-            cwd=workdir,
+            cwd=cwd or workdir,
             env={**os.environ, **(env or {})},
             capture_output=True,
             text=True,

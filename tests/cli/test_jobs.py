@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from starfish import io
 from tests.cli.conftest import Cli, run_job
 
@@ -70,14 +72,17 @@ def test_export_filter_failed_and_bad_filter(cli: Cli, workdir: Path) -> None:
     assert "Traceback" not in bad.err
 
 
-def test_resume_finishes_a_failed_job_in_a_new_process(cli: Cli, workdir: Path) -> None:
+def test_resume_finishes_a_failed_job_in_a_new_process(
+    cli: Cli, workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     (workdir / "FAIL").touch()
     failed = cli("run", "targets.py:flaky", "-i", "names.jsonl", "--no-progress")
     assert failed.code == 1, failed
     job_id = cli("jobs", "list", "--json").json()[0]["job_id"]
 
     (workdir / "FAIL").unlink()
-    resumed = cli("jobs", "resume", job_id, "--no-progress", "--json")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # a file target resumes from any cwd
+    resumed = cli("jobs", "resume", job_id, "--no-progress", "--json", cwd=elsewhere)
     assert resumed.code == 0, resumed
     info = resumed.json()
     assert info["job_id"] == job_id

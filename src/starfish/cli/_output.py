@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import sys
 from typing import Any, NoReturn
 
 import typer
@@ -54,9 +53,12 @@ def print_summary(info: Any) -> None:
     typer.echo(f"  inputs {info.num_inputs}  {counts_line(info.counts)}")
 
 
+def export_hint(info: Any) -> str:
+    """The command that gets the records out; the failures when nothing completed."""
+    if info.counts.get("completed", 0) == 0 and info.counts.get("failed", 0):
+        return f"failures: starfish jobs export {info.job_id} --output failed.jsonl --filter failed"
+    return f"records: starfish jobs export {info.job_id} --output records.jsonl"
+
+
 def exit_code_for(info: Any) -> int:
     return EXIT_FAILED_JOB if info.status in FAILED_STATUSES else EXIT_OK
-
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()

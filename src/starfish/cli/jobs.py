@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from starfish.cli._output import (
     EXIT_FAILED_JOB,
     counts_line,
     exit_code_for,
+    export_hint,
     fail,
     print_json,
     print_summary,
@@ -98,7 +100,8 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         typer.echo(f"{key + ':':<13}{value}")
     typer.echo("config:")
     for key, value in sorted((info.config or {}).items()):
-        typer.echo(f"  {key}: {value}")
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        typer.echo(f"  {key}: {text}")
 
 
 @app.command("export")
@@ -158,7 +161,7 @@ def resume(
         print_json(info.to_dict())
     else:
         print_summary(info)
-        typer.echo(f"records: starfish jobs export {job_id} --output records.jsonl")
+        typer.echo(export_hint(info))
     raise typer.Exit(EXIT_FAILED_JOB if error is not None else exit_code_for(info))
 
 

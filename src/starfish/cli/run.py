@@ -12,6 +12,7 @@ import typer
 from starfish.cli._output import (
     EXIT_FAILED_JOB,
     exit_code_for,
+    export_hint,
     fail,
     print_json,
     print_summary,
@@ -148,10 +149,13 @@ def _factory(
         options["target_count"] = target_count
     if timeout is not None:
         options["task_runner_timeout"] = timeout
-    if isinstance(obj, DataFactory):
-        return obj.with_options(**options)
-    if inspect.iscoroutinefunction(obj):
-        return data_factory(**options)(obj)
+    try:
+        if isinstance(obj, DataFactory):
+            return obj.with_options(**options)
+        if inspect.iscoroutinefunction(obj):
+            return data_factory(**options)(obj)
+    except ValueError as e:
+        fail(str(e))
     kind = "a function" if callable(obj) else type(obj).__name__
     fail(f"TARGET {target} is {kind}, not an async function or a @data_factory")
 
@@ -259,4 +263,4 @@ def _report(
     if written is not None:
         typer.echo(f"wrote {written} records to {output}")
     elif info is not None:
-        typer.echo(f"records: starfish jobs export {info.job_id} --output records.jsonl")
+        typer.echo(export_hint(info))
