@@ -213,6 +213,25 @@ def test_fork_parent_and_child_each_send_their_own_events_once(receiver: PostHog
     assert {k: len(v) for k, v in got.items()} == {1: 1, 2: 1, 3: 1}
 
 
+def test_multiprocessing_children_send_their_events(receiver: PostHogReceiver) -> None:
+    code = (
+        "import multiprocessing, sys\n"
+        "def work(n):\n"
+        + "".join("    " + line + "\n" for line in capture_code(n=0).strip().splitlines())
+        + "if __name__ == '__main__':\n"
+        "    ctx = multiprocessing.get_context('fork')\n"
+        "    procs = [ctx.Process(target=work, args=(n,)) for n in (1, 2)]\n"
+        "    [p.start() for p in procs]\n"
+        "    [p.join() for p in procs]\n"
+    ).replace("num_inputs=0", "num_inputs=n")
+    proc = run_py(code, env={"CI": "1"})
+    assert proc.returncode == 0, proc.stderr
+    receiver.wait_for_events(2)
+    wait_deliverers_done()
+    got = _by_inputs(receiver.events())
+    assert {k: len(v) for k, v in got.items()} == {1: 1, 2: 1}
+
+
 @pytest.mark.parametrize("content", ["not a uuid at all", None])
 def test_a_damaged_client_id_file_is_replaced_and_the_event_still_sent(
     receiver: PostHogReceiver, content: str | None

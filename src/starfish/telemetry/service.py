@@ -60,11 +60,13 @@ _BOOTSTRAP = (
     "sys.modules['starfish']=m;from starfish.telemetry._deliver import main;main()"
 )
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+_SAFE_PIPE_WRITE = 4096
 
 _log = logging.getLogger(__name__)
 _services: weakref.WeakSet[AnalyticsService] = weakref.WeakSet()
 _process_hooks_installed = False
 _notice_shown = False
+_mp_finalizer_pid: int | None = None
 
 
 @dataclass
@@ -180,6 +182,7 @@ class AnalyticsService:
     def _signal(self) -> None:
         self._signalled = True
         _install_process_hooks(self)
+        _flush_when_multiprocessing_child_exits()
         if not self._thread_started:
             self._thread_started = True
             # The low-level start does not wait for the thread to run: 50 µs instead of 250.
@@ -293,7 +296,11 @@ class AnalyticsService:
         assert child.stdin is not None
         fd = child.stdin.fileno()
         try:
-            os.set_blocking(fd, False)  # never wait on the child: what fits in the pipe goes
+            try:
+                os.set_blocking(fd, False)  # never wait on the child: what fits in the pipe goes
+            except (OSError, AttributeError):  # pipes on Windows before 3.12
+                if len(data) > _SAFE_PIPE_WRITE:  # a blocking write this small cannot block
+                    data = data[: data.index(b"\n") + 1]
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -341,6 +348,19 @@ def _install_process_hooks(service: AnalyticsService) -> None:
     atexit.register(_flush_all_at_exit)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _flush_when_multiprocessing_child_exits() -> None:
+    """A multiprocessing child ends with `os._exit` (no atexit) after running its finalizers."""
+    global _mp_finalizer_pid
+    if _mp_finalizer_pid == os.getpid():
+        return
+    _mp_finalizer_pid = os.getpid()
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        from multiprocessing import util
+
+        util.Finalize(None, _flush_all_at_exit, exitpriority=0)
 
 
 def _flush_all_at_exit() -> None:
