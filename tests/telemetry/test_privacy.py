@@ -78,14 +78,16 @@ def test_no_secret_byte_reaches_the_receiver(wire_receiver: PostHogReceiver, sec
     wire_receiver.requests.clear()
     wire_receiver.raw_bodies.clear()
     svc = AnalyticsService(AnalyticsConfig(api_key="phc_test", endpoint=wire_receiver.url))
-    svc.capture_job(_leaky_job(secret))
-    svc.capture_event(
-        Event(
-            JOB_EVENT,
-            {**_leaky_job(secret).to_dict(), "prompt": secret, "error": str(ValueError(secret))},
-            client_id="0b9f6a36-6f5b-4d5e-9d0c-2f6e8e3a0a11",
+    with pytest.MonkeyPatch.context() as mp:  # no background delivery: this test sends below
+        mp.setattr(svc, "_signal", lambda: None)
+        svc.capture_job(_leaky_job(secret))
+        svc.capture_event(
+            Event(
+                JOB_EVENT,
+                {**_leaky_job(secret).to_dict(), "prompt": secret, "error": repr(secret)},
+                client_id="0b9f6a36-6f5b-4d5e-9d0c-2f6e8e3a0a11",
+            )
         )
-    )
     events = [svc._finalize(svc._queue.popleft()) for _ in range(len(svc._queue))]
     sent = send(events, api_key="phc_test", endpoint=wire_receiver.url)
     assert len(sent) == 2 and len(wire_receiver.events()) == 2

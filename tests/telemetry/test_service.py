@@ -119,6 +119,7 @@ def test_the_outbox_is_bounded() -> None:
 def test_verbose_prints_captured_events(capsys: pytest.CaptureFixture[str]) -> None:
     svc = AnalyticsService(AnalyticsConfig(api_key="phc_x", local=True, verbose=True))
     svc.capture_event(Event(JOB_EVENT, {"num_inputs": 2}, client_id="c"))
+    svc.shutdown()
     assert f"[telemetry] Captured event: {JOB_EVENT}" in capsys.readouterr().err
 
 

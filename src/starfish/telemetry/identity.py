@@ -65,27 +65,27 @@ class TelemetryConfig:
     """Where the client id lives and how it is made."""
 
     @staticmethod
-    def config_path() -> Path:
-        return app_data_dir() / CONFIG_FILE
+    def config_path(directory: Path | None = None) -> Path:
+        return (directory or app_data_dir()) / CONFIG_FILE
 
     @staticmethod
-    def read_client_id() -> UUID | None:
+    def read_client_id(directory: Path | None = None) -> UUID | None:
         """The saved id, or None; never writes (for `starfish telemetry status`)."""
         try:
-            return _parse(TelemetryConfig.config_path().read_text(errors="replace")[:4096])
+            return _parse(TelemetryConfig.config_path(directory).read_text(errors="replace")[:4096])
         except OSError:
             return None
 
     @staticmethod
-    def generate_client_id() -> UUID:
-        """Generate or retrieve the client id; never raises."""
+    def generate_client_id(directory: Path | None = None) -> UUID:
+        """Generate or retrieve the client id (in the app data dir by default); never raises."""
         from uuid import uuid4
 
-        path = TelemetryConfig.config_path()
+        path = TelemetryConfig.config_path(directory)
         key = str(path)
         try:
             for _ in range(3):
-                existing = TelemetryConfig.read_client_id()
+                existing = TelemetryConfig.read_client_id(directory)
                 if existing is not None:
                     return existing
                 replace = path.exists() or path.is_symlink()

@@ -125,6 +125,8 @@ class AnalyticsService:
             "os": os_name(),
             "is_ci": ci,
         }
+        # Bound once, so a late background flush writes where this service's events belong.
+        self.directory = app_data_dir()
         self._client_id: str | None = None
         self._reset_runtime()
 
@@ -244,11 +246,11 @@ class AnalyticsService:
         if self._client_id is None:
             from starfish.telemetry.identity import TelemetryConfig
 
-            self._client_id = str(TelemetryConfig.generate_client_id())
+            self._client_id = str(TelemetryConfig.generate_client_id(self.directory))
         return self._client_id
 
     def _deliver(self, events: list[dict[str, Any]]) -> None:
-        directory = app_data_dir()
+        directory = self.directory
         if self.mode == "local":
             entries = [{"status": "local", "logged_at": _now_iso(), "event": e} for e in events]
             try:
