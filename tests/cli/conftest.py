@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 TARGETS = """
+import asyncio
 import os
 
 from starfish import data_factory
@@ -27,6 +28,11 @@ async def echo(name: str, n: int = 1):
 async def flaky(name: str):
     if os.path.exists(os.path.join(os.path.dirname(__file__), "FAIL")):
         raise RuntimeError("FAIL file present")
+    return [{"name": name}]
+
+
+async def slow(name: str):
+    await asyncio.sleep(0.5)
     return [{"name": name}]
 
 

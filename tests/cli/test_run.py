@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from starfish import io
+from starfish import io, jobs
 from tests.cli.conftest import Cli, run_job
 
 
@@ -70,3 +74,26 @@ def test_a_failing_job_exits_1_and_stays_stored(cli: Cli, workdir: Path) -> None
     assert len(listed) == 1
     assert listed[0]["counts"]["completed"] == 0
     assert listed[0]["status"] in ("failed", "stopped")
+
+
+def test_ctrl_c_leaves_an_interrupted_job_and_says_how_to_resume(workdir: Path) -> None:
+    (workdir / "many.jsonl").write_text("".join(f'{{"name": "{i}"}}\n' for i in range(40)))
+    args = ["run", "targets.py:slow", "-i", "many.jsonl", "--max-concurrency", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starfish", *args, "--no-progress"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not [j for j in jobs.list_jobs() if j.counts["completed"] >= 1]:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    (job,) = jobs.list_jobs()
+    assert job.status == "interrupted"
+    assert f"continue it with: starfish jobs resume {job.job_id}" in err

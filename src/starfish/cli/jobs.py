@@ -25,7 +25,9 @@ app = typer.Typer(
     help="List, inspect, export, resume and delete stored jobs.", no_args_is_help=True
 )
 
-JobId = Annotated[str, typer.Argument(help="A job id, as `starfish jobs list` shows it.")]
+JobId = Annotated[
+    str, typer.Argument(metavar="JOB_ID", help="A job id, as `starfish jobs list` shows it.")
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
@@ -110,7 +112,11 @@ def export(
     output: Annotated[
         Path,
         typer.Option(
-            "--output", "-o", help="File to write: .jsonl, .csv or .parquet.", show_default=False
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="File to write: .jsonl, .csv or .parquet.",
+            show_default=False,
         ),
     ],
     filter_: Annotated[
@@ -134,7 +140,8 @@ def export(
 def resume(
     job_id: JobId,
     max_concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Calls running at once.", show_default=False)
+        int | None,
+        typer.Option(min=1, metavar="N", help="Calls running at once.", show_default=False),
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: AsJson = False,

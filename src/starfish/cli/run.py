@@ -24,6 +24,7 @@ def run(
     target: Annotated[
         str,
         typer.Argument(
+            metavar="TARGET",
             help="module:function or path/to/file.py:function; an async function or a "
             "@data_factory.",
             show_default=False,
@@ -34,6 +35,7 @@ def run(
         typer.Option(
             "--input",
             "-i",
+            metavar="FILE",
             help="Rows to run over: .jsonl, .csv or .parquet. Each column is a parameter.",
             show_default=False,
         ),
@@ -43,28 +45,36 @@ def run(
         typer.Option(
             "--param",
             "-p",
+            metavar="NAME=VALUE",
             help="NAME=VALUE given to every row (VALUE parsed as JSON when it parses). Repeatable.",
             show_default=False,
         ),
     ] = None,
     max_concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Calls running at once.", show_default=False)
+        int | None,
+        typer.Option(min=1, metavar="N", help="Calls running at once.", show_default=False),
     ] = None,
     target_count: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Stop after this many completed inputs (0: all).", show_default=False
+            min=0,
+            metavar="N",
+            help="Stop after this many completed inputs (0: all).",
+            show_default=False,
         ),
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option(min=0.001, help="Seconds each call may take.", show_default=False),
+        typer.Option(
+            min=0.001, metavar="S", help="Seconds each call may take.", show_default=False
+        ),
     ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
             "-o",
+            metavar="FILE",
             help="Also write the completed records here (.jsonl, .csv or .parquet).",
             show_default=False,
         ),
