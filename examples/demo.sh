@@ -4,7 +4,7 @@
 # Runs examples/qa_pairs.py over examples/topics.jsonl, shows the stored job, exports its
 # records to JSONL, and shows the telemetry event that would have been sent. Telemetry is
 # `local`: events go to a log on this machine and no host is contacted. Everything the demo
-# stores lives in .demo/ (gitignored), so your own jobs are left alone.
+# stores lives in .demo/ (gitignored; STARFISH_DEMO_DIR overrides), so your own jobs are left alone.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ else
     STARFISH=("$PYTHON" -m starfish)
 fi
 
-DEMO_DIR="$ROOT/.demo"
+DEMO_DIR="${STARFISH_DEMO_DIR:-$ROOT/.demo}"
 rm -rf "$DEMO_DIR"
 mkdir -p "$DEMO_DIR"
 export STARFISH_LOCAL_STORAGE_DIR="$DEMO_DIR/appdata"
@@ -41,4 +41,4 @@ head -n 2 "$DEMO_DIR/qa_pairs.jsonl"
 step starfish telemetry log
 "${STARFISH[@]}" telemetry log
 
-printf '\nDone. The demo kept its files in .demo/ (delete it any time).\n'
+printf '\nDone. The demo kept its files in %s (delete it any time).\n' "${DEMO_DIR#"$ROOT"/}"

@@ -71,6 +71,12 @@ def test_export_filter_failed_and_bad_filter(cli: Cli, workdir: Path) -> None:
     assert bad.code == 2
     assert "Traceback" not in bad.err
 
+    unknown = cli("jobs", "export", job_id, "-o", "x.xlsx")
+    assert unknown.code == 2
+    assert unknown.err.strip() == (
+        "error: cannot write x.xlsx: unknown extension '.xlsx'; supported: .jsonl, .csv, .parquet"
+    )
+
 
 def test_resume_finishes_a_failed_job_in_a_new_process(
     cli: Cli, workdir: Path, tmp_path_factory: pytest.TempPathFactory
