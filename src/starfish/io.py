@@ -29,6 +29,7 @@ __all__ = [
     "READ_FORMATS",
     "WRITE_FORMATS",
     "DataFileError",
+    "check_writable",
     "read_rows",
     "write_records",
 ]
@@ -90,6 +91,13 @@ def write_records(
     finally:
         tmp.unlink(missing_ok=True)
     return count
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise `DataFileError` now if `write_records(path, ...)` would refuse the format, so a
+    caller can say so before a long job rather than after it."""
+    if _suffix(Path(path), WRITE_FORMATS, "write") == ".parquet":
+        _import_pyarrow()
 
 
 def _suffix(path: Path, supported: tuple[str, ...], verb: str) -> str:

@@ -37,7 +37,10 @@ CASES = {
     "no such target file": (["missing.py:f", "-i", "names.jsonl"], ["missing.py"]),
     "target import fails": (["broken.py:f", "-i", "names.jsonl"], ["no_such_module_anywhere"]),
     "not async": (["targets.py:not_async", "-i", "names.jsonl"], ["not an async function"]),
-    "unknown output format": (["targets.py:echo", "-i", "names.jsonl", "-o", "o.txt"], [".txt"]),
+    "unknown output format": (
+        ["targets.py:echo", "-i", "names.jsonl", "-o", "o.txt"],
+        ["cannot write o.txt", "'.txt'; supported: .jsonl, .csv, .parquet"],
+    ),
 }
 
 

@@ -107,16 +107,10 @@ def run(
 def _check_output(output: Path) -> None:
     from starfish import io
 
-    if output.suffix.lower() not in io.WRITE_FORMATS:
-        fail(
-            f"--output {output}: unknown extension {output.suffix or '(none)'!r};"
-            f" supported: {', '.join(io.WRITE_FORMATS)}"
-        )
-    if output.suffix.lower() == ".parquet":
-        try:
-            io._import_pyarrow()
-        except io.DataFileError as e:
-            fail(str(e))
+    try:
+        io.check_writable(output)
+    except io.DataFileError as e:
+        fail(str(e))
 
 
 def parse_value(text: str) -> Any:
