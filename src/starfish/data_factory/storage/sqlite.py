@@ -242,17 +242,7 @@ class SqliteStorage(Storage):
             else:
                 dead.add(key & _LOW)
         failed_counts = dict.fromkeys(("failed", "filtered", "duplicate"), 0)
-        for status, n in conn.execute(
-            "SELECT status, count(*) FROM attempts WHERE jid = ? GROUP BY status", (jid,)
-        ):
-            failed_counts[status] = n
-        errors = dict(
-            conn.execute(
-                "SELECT error_type, count(*) FROM attempts WHERE jid = ? AND status = 'failed' "
-                "GROUP BY error_type",
-                (jid,),
-            ).fetchall()
-        )
+        errors = _attempt_counts(conn, jid, failed_counts)
         row = conn.execute("SELECT state FROM jobs WHERE id = ?", (jid,)).fetchone()
         state = json.loads(row[0]) if row and row[0] else None
         return Progress(completed, dead, failed_counts, errors, state)
@@ -267,17 +257,7 @@ class SqliteStorage(Storage):
             (lo, lo | _LOW),
         ):
             counts[status] = n
-        for status, n in conn.execute(
-            "SELECT status, count(*) FROM attempts WHERE jid = ? GROUP BY status", (jid,)
-        ):
-            counts[status] = n
-        errors = dict(
-            conn.execute(
-                "SELECT error_type, count(*) FROM attempts WHERE jid = ? AND status = 'failed' "
-                "GROUP BY error_type",
-                (jid,),
-            ).fetchall()
-        )
+        errors = _attempt_counts(conn, jid, counts)
         return counts, errors
 
     def open_writer(self, job_id: str, batch_size: int) -> JobWriter:
@@ -516,3 +496,18 @@ class _SqliteWriter(JobWriter):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def _attempt_counts(conn: sqlite3.Connection, jid: int, counts: dict[str, int]) -> dict[str, int]:
+    """Add the job's attempts by status into `counts`; return failures by exception type."""
+    for status, n in conn.execute(
+        "SELECT status, count(*) FROM attempts WHERE jid = ? GROUP BY status", (jid,)
+    ):
+        counts[status] = n
+    return dict(
+        conn.execute(
+            "SELECT error_type, count(*) FROM attempts WHERE jid = ? AND status = 'failed' "
+            "GROUP BY error_type",
+            (jid,),
+        ).fetchall()
+    )
