@@ -1,5 +1,8 @@
 """Progress of a running job: a rich bar on a terminal, a log line every few seconds otherwise.
 
+The log line goes to the `starfish` logger when logging is set up, else straight to stderr,
+so that a job in a pipe or a CI log still shows it is alive.
+
 The reporter reads the runner's counters on a timer (`loop.call_later`), so finishing an
 input costs nothing extra however fast inputs finish. rich is imported only for a terminal.
 """
@@ -52,7 +55,7 @@ class ProgressReporter:
 
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=24),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
@@ -82,14 +85,12 @@ class ProgressReporter:
             self._bar.refresh()
         else:
             elapsed = time.monotonic() - self._start
-            logger.info(
-                "%s: %d/%d inputs done after %.0fs (%s)",
-                self._name,
-                done,
-                self._total,
-                elapsed,
-                _summary(counts),
-            )
+            line = f"{self._name}: {done}/{self._total} inputs done after {elapsed:.0f}s"
+            line += f" ({_summary(counts)})"
+            if logger.hasHandlers():
+                logger.info(line)
+            else:  # logging not set up: still show progress, as a plain line on stderr
+                print(f"starfish: {line}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
         if self._handle is not None:
