@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -119,7 +120,8 @@ def cmd_resume_finish(args: argparse.Namespace) -> None:
         records = data_factory.resume_from_checkpoint(args.job_id)
     except Exception as e:
         emit(error=f"{type(e).__name__}: {e}"[:300], calls=_bench_hook.CALLS[0])
-        return
+        # starfish-core leaves a non-daemon aiosqlite thread behind here, which blocks exit.
+        os._exit(1)
     run_s = time.perf_counter() - start
     emit(run_s=run_s, records=len(records or []), calls=_bench_hook.CALLS[0])
 
