@@ -49,7 +49,7 @@ def make_noop(concurrency: int, storage: str, counted: bool = False) -> Any:
 
         @data_factory(max_concurrency=concurrency, storage=storage, show_progress=False)
         async def f(i: int) -> list[dict[str, int]]:
-            _bench_hook.tick()
+            await _bench_hook.tick()
             return [{"i": i}]
 
     else:
