@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,8 @@ _STORES = (
 
 def stored_completed() -> int:
     """Completed inputs durably stored so far, read the way a second process would."""
+    import sqlite3  # here, not at the top: every workload imports this module
+
     db = Path(os.environ["STARFISH_LOCAL_STORAGE_DIR"]) / "db"
     for name, query in _STORES:
         if (db / name).exists():

@@ -177,6 +177,7 @@ class Bench:
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="starfish-bench-")))
+    load: tuple[float, float, float] = field(default_factory=os.getloadavg)
 
     def appdir(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.tmp))
@@ -490,10 +491,14 @@ def _at_most(row: Row, limit: float, strict: bool = True) -> None:
         return
     row.passed = row.ours < limit if strict else row.ours <= limit
     if not row.passed:
+
+        def show(v: float) -> str:
+            return f"{v * 1000:.1f} ms" if row.unit == "s" and v < 10 else _val(v, row.unit)
+
         over = row.ours - limit
         row.miss = (
-            f"{_val(row.ours, row.unit)} against {_val(limit, row.unit)}: "
-            f"over by {_val(over, row.unit)} ({row.ours / limit:.2f}× the limit)"
+            f"{show(row.ours)} against {show(limit)}: "
+            f"over by {show(over)} ({row.ours / limit:.3f}× the limit)"
         )
 
 
@@ -596,14 +601,30 @@ def build_rows(bench: Bench) -> list[Row]:
         True,
         "≥ 80 % of the 10,000 figure",
     )
+    # The peer cannot finish in 10 minutes: its rate is the better of its capped 1M attempt
+    # (startup included) and its 10,000-input run, which flatters it.
+    peer_rates = [
+        med(bench, "scale", "peer", "records_per_s"),
+        med(bench, f"noop_local_c{s.scale_concurrency}", "peer", "records_per_s"),
+    ]
+    peer_rate = max((r for r in peer_rates if r), default=None)
+    row.peer = peer_rate
     if base:
         row.target = f"≥ 80 % of {base:,.0f}/s"
         _at_least(row, 0.8 * base)
     _at_most(
-        add("scale", "maxrss_mb", f"{s.scale_n:,} no-op: peak RSS", "MB", False, "< 400 MB"), 400
+        add(
+            "scale",
+            "maxrss_mb",
+            f"{s.scale_n:,} no-op: peak RSS (peer: at its cap)",
+            "MB",
+            False,
+            "< 400 MB",
+        ),
+        400,
     )
-    row = add("scale", "run_s", f"{s.scale_n:,} no-op: run time", "s", False)
-    row.peer = med(bench, "scale", "peer", "projected_s")
+    row = add("scale", "run_s", f"{s.scale_n:,} no-op: run time (peer projected)", "s", False)
+    row.peer = s.scale_n / peer_rate if peer_rate else None
     add("export", "maxrss_mb", f"export {s.scale_n:,} records to JSONL: peak RSS", "MB", False)
     add("export", "run_s", f"export {s.scale_n:,} records to JSONL: time", "s", False)
     _at_most(
@@ -732,14 +753,21 @@ def write_doc(
         f"- Machine: {info.get('cpu', '?')}, {info['cores']} cores, {info['ram']} RAM, "
         f"{info['os']}; "
         "shared with other work while measured, so figures are medians of alternating runs",
-        f"- Python {info['python']}; Starfish {ours_v} (commit {info['commit']}); "
-        f"starfish-core {peer_v} from PyPI in its own venv (`bench/peer/.venv`)",
+        f"- Python {info['python']}; Starfish {ours_v} (commit {info['commit']}); "(
+            f"starfish-core {peer_v} from PyPI in its own venv (`bench/peer/.venv`)"
+            if "peer" in bench.libs
+            else "starfish-core not run (`--only ours`)"
+        ),
+        f"- Load average (1 min) at start and end: {bench.load[0]:.2f} / {os.getloadavg()[0]:.2f}",
         f"- Command: `.venv/bin/python bench/run.py {' '.join(argv)}`".rstrip()
         + f" ({bench.reps} repetitions)",
         "- Every workload is a whole process with `TELEMETRY_ENABLED=false`, "
         "`POSTHOG_HOST=http://127.0.0.1:9`, a fresh `STARFISH_LOCAL_STORAGE_DIR`, and "
         "`LITELLM_LOCAL_MODEL_COST_MAP=True` (the peer's litellm otherwise fetches a price list "
-        "at import). Peak RSS is the child's own `ru_maxrss` from `wait4`.",
+        "at import). Bytecode is compiled once by a warm-up run into a cache outside the tree "
+        "(`PYTHONPYCACHEPREFIX`), as an installed package would be. Peak RSS is the child's own "
+        "`ru_maxrss` from `wait4`. Ratios say how many times better ours is (time: peer / ours; "
+        "rate: ours / peer).",
         "",
     ]
     if chart:
