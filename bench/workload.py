@@ -104,6 +104,26 @@ def cmd_io(args: argparse.Namespace) -> None:
     emit(**run_job(gen, args.n))
 
 
+def cmd_floor_io(args: argparse.Namespace) -> None:
+    """The same sleeps with plain asyncio and no library: what this machine allows."""
+
+    async def main() -> float:
+        pending = iter(range(args.n))
+        results: dict[int, list[dict[str, int]]] = {}
+
+        async def worker() -> None:
+            for i in pending:
+                await asyncio.sleep(args.sleep)
+                results[i] = [{"i": i}]
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        return time.perf_counter() - start
+
+    run_s = asyncio.run(main())
+    emit(run_s=run_s, records=args.n, records_per_s=args.n / run_s)
+
+
 def cmd_resume_start(args: argparse.Namespace) -> None:
     """Run a job whose function SIGKILLs this process at its BENCH_KILL_AT-th call."""
     gen = make_noop(args.concurrency, "local", counted=True)
@@ -140,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("import")
-    for name in ("job", "io", "resume-start"):
+    for name in ("job", "io", "floor-io", "resume-start"):
         p = sub.add_parser(name)
         p.add_argument("--n", type=int, required=True)
         p.add_argument("--concurrency", type=int, default=50)
@@ -157,6 +177,7 @@ def main() -> None:
         "import": cmd_import,
         "job": cmd_job,
         "io": cmd_io,
+        "floor-io": cmd_floor_io,
         "resume-start": cmd_resume_start,
         "resume-finish": cmd_resume_finish,
         "export": cmd_export,
