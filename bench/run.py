@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import sqlite3
@@ -39,6 +40,7 @@ RAW = BENCH / "out" / "results.json"
 OURS_PYTHON = Path(sys.executable)
 ANALYSIS_START = "<!-- analysis:start -->"
 ANALYSIS_END = "<!-- analysis:end -->"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass
@@ -155,6 +157,7 @@ def run_proc(
         if line.startswith("BENCH "):
             result = json.loads(line[len("BENCH ") :])
             break
+    stdout, stderr = ANSI.sub("", stdout), ANSI.sub("", stderr)
     return Proc(
         wall_s=waited["end"] - start,
         maxrss_mb=waited["usage"].ru_maxrss / 1024,
@@ -225,7 +228,9 @@ class Bench:
             self.workload(lib, ["io", "--n", "5", "--storage", "in_memory"])
 
     def cold_start(self) -> None:
-        self.commands["import"] = "python bench/workload.py import"
+        self.commands["import"] = (
+            'python -c "import starfish" (whole process); python bench/workload.py import'
+        )
 
         def imp(lib: str) -> tuple[dict[str, Any] | None, str | None]:
             p = run_proc(
@@ -774,8 +779,8 @@ def write_doc(
         "shared with other work while measured, so figures are medians of alternating runs",
         f"- Python {info['python']}; Starfish {ours_v} (commit {info['commit']}); {peer_line}",
         f"- Load average (1 min) at start and end: {bench.load[0]:.2f} / {os.getloadavg()[0]:.2f}",
-        f"- Command: `.venv/bin/python bench/run.py {' '.join(argv)}`".rstrip()
-        + f" ({bench.reps} repetitions)",
+        f"- Command: `.venv/bin/python {' '.join(['bench/run.py', *argv])}`"
+        + f"; repetitions per workload and library: {bench.reps}",
         "- Every workload is a whole process with `TELEMETRY_ENABLED=false`, "
         "`POSTHOG_HOST=http://127.0.0.1:9`, a fresh `STARFISH_LOCAL_STORAGE_DIR`, and "
         "`LITELLM_LOCAL_MODEL_COST_MAP=True` (the peer's litellm otherwise fetches a price list "
@@ -799,6 +804,11 @@ def write_doc(
                 lines.append(f"- `{key}`, {lib}: {err[:400]}")
         lines.append("")
     lines += ["## Analysis", "", analysis, "", "## Exact workload commands", ""]
+    lines += [
+        "Each runs with `.venv/bin/python` for ours and `bench/peer/.venv/bin/python` for the",
+        "peer, from a scratch directory, in the environment described at the top.",
+        "",
+    ]
     lines += [f"- `{k}`: `{v}`" for k, v in bench.commands.items()]
     lines.append("")
     DOC.parent.mkdir(parents=True, exist_ok=True)
