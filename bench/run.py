@@ -491,6 +491,7 @@ class Row:
     target: str = ""
     passed: bool | None = None
     miss: str = ""
+    peer_note: str = "—"
 
     @property
     def ratio(self) -> float | None:
@@ -551,6 +552,8 @@ def build_rows(bench: Bench) -> list[Row]:
             higher,
             target,
         )
+        if "peer" in bench.errors.get(key, {}):
+            row.peer_note = "fails (below)"
         rows.append(row)
         return row
 
@@ -672,7 +675,7 @@ def render_table(rows: list[Row], peer: bool) -> str:
         cells = [r.workload, _val(r.ours, r.unit)]
         if peer:
             ratio = f"{r.ratio:,.1f}×" if r.ratio else ""
-            cells += [_val(r.peer, r.unit), ratio]
+            cells += [r.peer_note if r.peer is None else _val(r.peer, r.unit), ratio]
         cells += [r.target, result]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
