@@ -806,7 +806,18 @@ def write_doc(
             for lib, err in by_lib.items():
                 lines.append(f"- `{key}`, {lib}: {err[:400]}")
         lines.append("")
-    lines += ["## Analysis", "", analysis, "", "## Exact workload commands", ""]
+    lines += ["## Analysis", "", analysis, "", "## Running it", ""]
+    lines += [
+        "`make bench` installs the `bench` extra (matplotlib) and runs `bench/run.py`, which",
+        "creates `bench/peer/.venv` with starfish-core on first use (`bench/peer.py`). Options:",
+        "`--reps N`, `--only ours|peer|both`, `--skip-scale`, `--peer-scale-cap SECONDS`,",
+        "`--workloads cold,throughput,io,resume,scale,telemetry`, `--quick` (tiny sizes, the smoke",
+        "run of `make test`: `tests/test_bench_smoke.py`), `--no-write` (print only).",
+        "Raw samples of the last writing run are in `bench/out/results.json` (not committed).",
+        "",
+        "## Exact workload commands",
+        "",
+    ]
     lines += [
         "Each runs with `.venv/bin/python` for ours and `bench/peer/.venv/bin/python` for the",
         "peer, from a scratch directory, in the environment described at the top.",
