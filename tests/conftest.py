@@ -66,6 +66,16 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
 
 
+@pytest.fixture(autouse=True)
+def _no_in_memory_jobs_between_tests() -> Iterator[None]:
+    """In-memory jobs live as long as the process: without this, one test's jobs show up in
+    the next test's `starfish.jobs.list_jobs()`."""
+    yield
+    from starfish.data_factory.storage.memory import MEMORY
+
+    MEMORY._jobs.clear()
+
+
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[PostHogReceiver]:
     """A live loopback PostHog receiver with telemetry turned on and pointed at it."""

@@ -7,8 +7,8 @@ Layout, chosen for write speed:
   completed records are one JSON array per input.
 - `attempts`: attempts that did not complete (failed / filtered / duplicate).
 
-Writes go through a dedicated thread that commits whatever has been handed to it in one
-transaction (group commit), so the event loop never waits for the disk.
+Writes are committed on the event loop once per turn of the loop (group commit, see
+`_SqliteWriter`): a finished input is durable before the loop starts anything else.
 `synchronous=NORMAL` under WAL: a commit survives a process crash (kill -9); only a power
 loss can drop the last transactions.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -262,7 +261,7 @@ class SqliteStorage(Storage):
 
     def open_writer(self, job_id: str, batch_size: int) -> JobWriter:
         conn = self._db()
-        return _SqliteWriter(self.path, self._jid(conn, job_id), batch_size)
+        return _SqliteWriter(conn, self._jid(conn, job_id), batch_size)
 
     def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
         conn = self._db()
@@ -359,123 +358,70 @@ def _row_to_job(row: tuple) -> dict[str, Any]:
     return job
 
 
-_CLOSE = object()
-_HIGH_WATER = 20_000
-"""Outcomes handed to the writer but not yet committed before the loop waits for it."""
-_LOW_WATER = 5_000
-
-
 class _SqliteWriter(JobWriter):
-    """Batches outcomes on the loop thread, commits them on a writer thread.
+    """Commits a job's outcomes on the event loop, once per turn of the loop (group commit).
 
-    Every `batch_size` finished inputs the buffer is handed to the writer thread, which
-    commits everything it has been handed since its last commit in one transaction. With
-    `batch_size=1` each outcome is handed over at once and committed as soon as the writer is
-    free; under load, commits naturally group many outcomes.
+    Each outcome is appended to a buffer; the first one of a turn schedules a commit with
+    `call_soon`, which runs after every callback already ready, so all the inputs that finished
+    in that turn go in one transaction. Under WAL with `synchronous=NORMAL` a commit is a write
+    to the WAL file, not an fsync: tens of microseconds. This beat a writer thread here on
+    throughput (no GIL hand-offs, no queue per outcome) and keeps the promise of
+    `batch_size=1`: a finished input is durable before the loop starts anything else.
     """
 
-    def __init__(self, path: Path, jid: int, batch_size: int) -> None:
-        self._path = path
+    def __init__(self, conn: sqlite3.Connection, jid: int, batch_size: int) -> None:
+        import asyncio
+
+        self._conn = conn
         self._jid = jid
         self._base = jid << _SHIFT
         self._batch_size = batch_size
-        self._buf: list[tuple] = []
-        self._finished = 0
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop = asyncio.get_running_loop()
+        self._inputs: list[tuple] = []
+        self._attempts: list[tuple] = []
+        self._state: str | None = None
+        self._scheduled = False
         self._error: BaseException | None = None
-        # each counter is written by one thread only, so no lock is needed
-        self._handed = 0
-        self._committed = 0
-        self._room = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="starfish-writer", daemon=True)
-        self._thread.start()
 
     def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
         data = None if records is None else _dumps(records)
-        self._buf.append((0, (self._base | index, status, attempts, data)))
-        self._finished += 1
-        if self._finished >= self._batch_size:
-            self._hand_off()
+        self._inputs.append((self._base | index, status, attempts, data))
+        if len(self._inputs) >= self._batch_size:
+            self._schedule()
 
     def attempt(
         self, index: int, attempt: int, status: str, records: list, error_type: str | None
     ) -> None:
-        self._buf.append((1, (self._jid, index, attempt, status, error_type, _dumps(records))))
+        self._attempts.append((self._jid, index, attempt, status, error_type, _dumps(records)))
         if self._batch_size == 1:
-            self._hand_off()
+            self._schedule()
 
     def set_state(self, state: dict[str, Any]) -> None:
         text = _json_column(state)
         if text is not None:
-            self._buf.append((2, text))
+            self._state = text
 
-    def _hand_off(self) -> None:
-        if self._buf:
-            self._handed += len(self._buf)
-            self._queue.put(self._buf)
-            self._buf = []
-        self._finished = 0
-        if self._handed - self._committed > _HIGH_WATER:
-            self._wait_for_room()
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._commit_in_loop)
 
-    def _wait_for_room(self) -> None:
-        """Backpressure: when the function outruns the disk, memory stays bounded.
-
-        Blocks the event loop briefly; it only happens when calls finish faster than SQLite
-        can store them, so the disk is the bottleneck anyway.
-        """
-        while self._handed - self._committed > _LOW_WATER and self._thread.is_alive():
-            self._room.clear()
-            if self._handed - self._committed > _LOW_WATER:
-                self._room.wait(0.05)
-
-    def close(self) -> None:
-        self._hand_off()
-        self._queue.put(_CLOSE)
-        self._thread.join()
+    def _commit_in_loop(self) -> None:
+        self._scheduled = False
         if self._error is not None:
-            raise RuntimeError(f"storage writer failed: {self._error!r}") from self._error
-
-    def _run(self) -> None:
-        conn = connect(self._path)
-        get, get_nowait = self._queue.get, self._queue.get_nowait
+            return
         try:
-            while True:
-                batches = [get()]
-                while True:
-                    try:
-                        batches.append(get_nowait())
-                    except queue.Empty:
-                        break
-                closing = batches[-1] is _CLOSE
-                if closing:
-                    batches.pop()
-                if batches and self._error is None:
-                    try:
-                        self._commit(conn, batches)
-                    except BaseException as exc:
-                        self._error = exc
-                        logger.error("starfish: storage write failed: %r", exc)
-                self._committed += sum(len(b) for b in batches)
-                if self._handed - self._committed <= _LOW_WATER:
-                    self._room.set()
-                if closing:
-                    return
-        finally:
-            conn.close()
+            self._commit()
+        except Exception as exc:  # kept for close(), which raises it: never lost silently
+            self._error = exc
+            logger.error("starfish: storage write failed: %r", exc)
 
-    def _commit(self, conn: sqlite3.Connection, batches: list[list[tuple]]) -> None:
-        inputs: list[tuple] = []
-        attempts: list[tuple] = []
-        state = None
-        for batch in batches:
-            for kind, row in batch:
-                if kind == 0:
-                    inputs.append(row)
-                elif kind == 1:
-                    attempts.append(row)
-                else:
-                    state = row
+    def _commit(self) -> None:
+        inputs, attempts, state = self._inputs, self._attempts, self._state
+        if not (inputs or attempts or state is not None):
+            return
+        self._inputs, self._attempts, self._state = [], [], None
+        conn = self._conn
         conn.execute("BEGIN")
         try:
             if inputs:
@@ -496,6 +442,12 @@ class _SqliteWriter(JobWriter):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def close(self) -> None:
+        if self._error is None:
+            self._commit()
+        if self._error is not None:
+            raise RuntimeError(f"storage writer failed: {self._error!r}") from self._error
 
 
 def _attempt_counts(conn: sqlite3.Connection, jid: int, counts: dict[str, int]) -> dict[str, int]:
