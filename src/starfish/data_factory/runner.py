@@ -243,7 +243,7 @@ class Runner:
                 error = TimeoutError(
                     f"{self.name} took longer than task_runner_timeout={self.timeout}s"
                 )
-        if error is None:
+        if error is None and self.on_complete:
             try:
                 verdict = await self._run_complete_hooks(records)
             except Exception as exc:
