@@ -735,7 +735,7 @@ def draw_chart(rows: list[Row], path: Path) -> bool:
         ax.text(
             ratio * 1.08,
             bar.get_y() + bar.get_height() / 2,
-            f"{ratio:,.0f}×",
+            f"{ratio:,.1f}×" if ratio < 10 else f"{ratio:,.0f}×",
             va="center",
             fontsize=9,
         )
