@@ -291,13 +291,13 @@ class SqliteStorage(Storage):
                     "SELECT data FROM attempts WHERE jid = ? AND status = ? ORDER BY idx, id",
                     (jid, filter),
                 )
-            loads = _loads
             while True:
                 rows = cur.fetchmany(512)
                 if not rows:
                     break
-                for (data,) in rows:
-                    yield from loads(data)
+                # One parse per chunk: each row is a JSON array, so the chunk is an array of them.
+                for records in _loads("[" + ",".join([data for (data,) in rows]) + "]"):
+                    yield from records
         finally:
             conn.close()
 
@@ -358,6 +358,10 @@ def _row_to_job(row: tuple) -> dict[str, Any]:
     return job
 
 
+_MAX_PENDING = 256
+"""Outcomes that wait for the end of a loop turn before they are committed regardless."""
+
+
 class _SqliteWriter(JobWriter):
     """Commits a job's outcomes on the event loop, once per turn of the loop (group commit).
 
@@ -365,8 +369,9 @@ class _SqliteWriter(JobWriter):
     `call_soon`, which runs after every callback already ready, so all the inputs that finished
     in that turn go in one transaction. Under WAL with `synchronous=NORMAL` a commit is a write
     to the WAL file, not an fsync: tens of microseconds. This beat a writer thread here on
-    throughput (no GIL hand-offs, no queue per outcome) and keeps the promise of
-    `batch_size=1`: a finished input is durable before the loop starts anything else.
+    throughput (no GIL hand-offs, no queue per outcome). With `batch_size=1` a finished input
+    is durable by the end of the loop turn it finished in; a function that never awaits keeps
+    the loop from turning, so then at most `_MAX_PENDING` outcomes wait.
     """
 
     def __init__(self, conn: sqlite3.Connection, jid: int, batch_size: int) -> None:
@@ -396,18 +401,23 @@ class _SqliteWriter(JobWriter):
         if self._batch_size == 1:
             self._schedule()
 
+    def _schedule(self) -> None:
+        if len(self._inputs) + len(self._attempts) >= max(self._batch_size, _MAX_PENDING):
+            self._commit_now()  # a function that never awaits keeps the loop from turning
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._commit_at_end_of_turn)
+
     def set_state(self, state: dict[str, Any]) -> None:
         text = _json_column(state)
         if text is not None:
             self._state = text
 
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._commit_in_loop)
-
-    def _commit_in_loop(self) -> None:
+    def _commit_at_end_of_turn(self) -> None:
         self._scheduled = False
+        self._commit_now()
+
+    def _commit_now(self) -> None:
         if self._error is not None:
             return
         try:
