@@ -281,11 +281,7 @@ class SqliteStorage(Storage):
         try:
             jid = self._jid(conn, job_id)
             if filter == "completed":
-                lo = jid << _SHIFT
-                cur = conn.execute(
-                    "SELECT data FROM inputs WHERE key BETWEEN ? AND ? AND status = 'completed'",
-                    (lo, lo | _LOW),
-                )
+                cur = _finished_inputs(conn, jid, "completed", "data")
             else:
                 cur = conn.execute(
                     "SELECT data FROM attempts WHERE jid = ? AND status = ? ORDER BY idx, id",
@@ -306,12 +302,7 @@ class SqliteStorage(Storage):
         conn = self._db()
         jid = self._jid(conn, job_id)
         if filter == "completed":
-            lo = jid << _SHIFT
-            rows = conn.execute(
-                "SELECT key FROM inputs WHERE key BETWEEN ? AND ? AND status = 'completed'",
-                (lo, lo | _LOW),
-            )
-            return [k & _LOW for (k,) in rows]
+            return [k & _LOW for (k,) in _finished_inputs(conn, jid, "completed", "key")]
         rows = conn.execute(
             "SELECT DISTINCT idx FROM attempts WHERE jid = ? AND status = ? ORDER BY idx",
             (jid, filter),
@@ -320,11 +311,7 @@ class SqliteStorage(Storage):
 
     def dead_queue(self, job_id: str) -> list[int]:
         conn = self._db()
-        lo = self._jid(conn, job_id) << _SHIFT
-        rows = conn.execute(
-            "SELECT key FROM inputs WHERE key BETWEEN ? AND ? AND status = 'dead'", (lo, lo | _LOW)
-        )
-        return [k & _LOW for (k,) in rows]
+        return [k & _LOW for (k,) in _finished_inputs(conn, self._jid(conn, job_id), "dead", "key")]
 
     def delete_job(self, job_id: str) -> None:
         conn = self._db()
@@ -458,6 +445,17 @@ class _SqliteWriter(JobWriter):
             self._commit()
         if self._error is not None:
             raise RuntimeError(f"storage writer failed: {self._error!r}") from self._error
+
+
+def _finished_inputs(
+    conn: sqlite3.Connection, jid: int, status: str, column: str
+) -> sqlite3.Cursor:
+    """A job's finished inputs with `status`, in input order: one range scan of the rowid."""
+    lo = jid << _SHIFT
+    return conn.execute(
+        f"SELECT {column} FROM inputs WHERE key BETWEEN ? AND ? AND status = ?",
+        (lo, lo | _LOW, status),
+    )
 
 
 def _attempt_counts(conn: sqlite3.Connection, jid: int, counts: dict[str, int]) -> dict[str, int]:
