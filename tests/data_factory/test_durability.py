@@ -1,4 +1,4 @@
-"""How soon a finished input is on disk, read by a second SQLite connection as a crash would."""
+"""Finished inputs: how soon they are on disk (read as a crash would), and what `run()` returns."""
 
 from __future__ import annotations
 
@@ -45,3 +45,25 @@ def test_a_function_that_never_awaits_leaves_at_most_256_inputs_uncommitted():
     gen.run(i=list(range(2000)))
     assert len(seen) == 20
     assert all(i - stored <= 256 for i, stored in seen), seen
+
+
+def test_run_returns_in_input_order_exactly_what_storage_holds():
+    from collections import OrderedDict
+
+    from starfish.jobs import iter_records
+
+    @data_factory(max_concurrency=8, show_progress=False)
+    async def gen(i):
+        await asyncio.sleep((7 * i % 5) / 1000)  # finish out of input order
+        if i % 4 == 0:
+            return []
+        if i % 4 == 1:
+            return OrderedDict(i=i)
+        return [{"i": i, "k": k} for k in range(i % 4)]
+
+    records = gen.run(i=list(range(40)))
+    assert records == list(iter_records(gen.job_id))
+    expected = []
+    for i in range(40):
+        expected += [{"i": i}] if i % 4 == 1 else [{"i": i, "k": k} for k in range(i % 4)]
+    assert records == expected

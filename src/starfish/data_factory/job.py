@@ -176,4 +176,12 @@ async def execute(
             f"({counts['failed']} failed attempts, errors: {errors or 'none'}); "
             "its records stay readable with get_output_data(filter=...)."
         )
+    if runner.records is not None:
+        out: list[dict] = []
+        for kept in runner.records:
+            if isinstance(kept, dict):
+                out.append(kept)
+            elif kept:
+                out.extend(kept)
+        return out
     return list(storage.iter_records(job_id, "completed"))

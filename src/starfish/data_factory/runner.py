@@ -79,6 +79,11 @@ class Runner:
         self.on_complete = _as_hook_list(options.get("on_record_complete"))
         self.on_error = _as_hook_list(options.get("on_record_error"))
         self.previously_dead = previously_dead or set()
+        # The records `run()` returns, by input, when this run is the whole job: handing back
+        # the objects already in hand beats reading them back from storage.
+        self.records: list[dict | list | None] | None = (
+            [None] * inputs.num_inputs if base_completed == 0 else None
+        )
 
         # what this run did
         self.counts = dict.fromkeys(("completed", "failed", "filtered", "duplicate", "dead"), 0)
@@ -261,6 +266,8 @@ class Runner:
                 await self._failed(index, attempt, exc)
                 return
             self.counts["completed"] += 1
+            if self.records is not None:  # a lone record is kept without its list: 1M × 72 B
+                self.records[index] = records[0] if len(records) == 1 else records
             if index in self.previously_dead:
                 self.revived += 1
             self._save_state()
