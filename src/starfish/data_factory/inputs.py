@@ -69,9 +69,14 @@ def build_inputs(func: Callable[..., Any], kwargs: dict[str, Any]) -> InputSpec:
         lengths = {k: len(v) for k, v in zip(names, lists, strict=True)}
         if len(set(lengths.values())) > 1:
             shown = ", ".join(f"{k}={n}" for k, n in lengths.items())
-            raise InputError(f"lists passed to {name} have unequal lengths ({shown}).")
+            raise InputError(
+                f"lists passed to {name} have unequal lengths ({shown}): lists are zipped, so "
+                "give them one length, or pass a scalar to use the same value for every input."
+            )
         if not lists[0]:
-            raise InputError(f"no inputs for {name}: the lists passed are empty.")
+            raise InputError(
+                f"no inputs for {name}: the lists passed are empty; pass at least one value."
+            )
     return InputSpec(names, lists, scalars)
 
 
@@ -99,4 +104,7 @@ def _check_signature(func: Callable[..., Any], name: str, kwargs: dict[str, Any]
         and n not in kwargs
     ]
     if missing:
-        raise InputError(f"{name} is missing required parameter(s): {', '.join(missing)}.")
+        raise InputError(
+            f"{name} is missing required parameter(s): {', '.join(missing)}; pass each as a "
+            "list (one value per input) or a scalar (the same value for every input)."
+        )
