@@ -12,6 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from starfish.jobs import list_jobs, load_job
 
 N = 500
@@ -138,7 +140,54 @@ def test_job_event_arrives_at_the_receiver_with_counts_and_types(receiver, tmp_p
     assert "secret" not in json.dumps(events[0])
 
 
-def test_ctrl_c_marks_the_job_interrupted_with_its_progress_stored(tmp_path):
+OUTCOME_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from starfish import data_factory
+
+    @data_factory(show_progress=False, max_concurrency=1, dead_queue_threshold=1)
+    async def gen(i):
+        if sys.argv[1] == "failed" or i >= 2:
+            raise ConnectionError("secret endpoint text")
+        return [{"i": i}]
+
+    try:
+        gen.run(i=list(range(int(sys.argv[2]))))
+    finally:
+        print(gen.job_id)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "n", "completed", "failed"),
+    [("stopped", 10, 2, 3), ("failed", 2, 0, 2)],
+    ids=["circuit-breaker", "nothing-completed"],
+)
+def test_a_stopped_or_failed_job_sends_exactly_one_event(
+    receiver, tmp_path, outcome, n, completed, failed
+):
+    script = tmp_path / "job.py"
+    script.write_text(OUTCOME_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), outcome, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (out.returncode == 0) == (outcome == "stopped"), out.stderr
+    assert load_job(out.stdout.split()[-1]).status == outcome
+    receiver.wait_for_events(1)
+    time.sleep(0.3)  # a second event, if one were sent, would have arrived by now
+    events = receiver.events()
+    assert [e["event"] for e in events] == ["data_factory_job_complete"]
+    props = events[0]["properties"]
+    assert props["count_summary"]["completed"] == completed
+    assert props["error_summary"] == {"ConnectionError": failed}
+    assert "secret" not in json.dumps(events[0])
+
+
+def test_ctrl_c_marks_the_job_interrupted_with_its_progress_stored(tmp_path, receiver):
     log = tmp_path / "calls.log"
     script = tmp_path / "job.py"
     script.write_text(JOB_SCRIPT % (N, str(log)))
@@ -153,3 +202,5 @@ def test_ctrl_c_marks_the_job_interrupted_with_its_progress_stored(tmp_path):
     [info] = list_jobs()
     assert info.status == "interrupted"
     assert info.counts["completed"] == len(_completed(db)) >= 20
+    [event] = receiver.wait_for_events(1)
+    assert event["properties"]["count_summary"]["completed"] == info.counts["completed"]
