@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from starfish.data_factory.storage import JobNotFoundError, Storage, locate_job
+from starfish.data_factory.storage.base import COUNT_KEYS
 
 __all__ = [
     "JobInfo",
@@ -21,8 +22,6 @@ __all__ = [
     "load_job",
     "resume_job",
 ]
-
-_COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
 
 
 @dataclass
@@ -61,7 +60,7 @@ def _info(storage: Storage, row: dict[str, Any], with_dead_queue: bool = True) -
         stop_reason=row.get("stop_reason"),
         run_mode=row["run_mode"],
         num_inputs=row["num_inputs"],
-        counts={k: int(counts.get(k, 0)) for k in _COUNT_KEYS},
+        counts={k: int(counts.get(k, 0)) for k in COUNT_KEYS},
         config=row.get("config") or {},
         created_at=row["created_at"],
         finished_at=row.get("finished_at"),

@@ -8,11 +8,12 @@ from typing import Any, NoReturn
 
 import typer
 
+from starfish.data_factory.storage.base import COUNT_KEYS
+
 EXIT_OK = 0
 EXIT_FAILED_JOB = 1
 EXIT_USAGE = 2
 
-COUNT_NAMES = ("completed", "failed", "filtered", "duplicate", "dead")
 FAILED_STATUSES = ("failed", "stopped")
 
 
@@ -43,7 +44,7 @@ def seconds(value: Any) -> str:
 
 
 def counts_line(counts: dict[str, int]) -> str:
-    return "  ".join(f"{name} {counts.get(name, 0)}" for name in COUNT_NAMES)
+    return "  ".join(f"{name} {counts.get(name, 0)}" for name in COUNT_KEYS)
 
 
 def print_summary(info: Any) -> None:

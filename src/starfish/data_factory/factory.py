@@ -13,8 +13,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from starfish.errors import InputError
-
 logger = logging.getLogger("starfish")
 
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -243,12 +241,10 @@ class DataFactory:
     """An async function wrapped as a data factory; see `data_factory`."""
 
     def __init__(self, func: Callable[..., Any], options: dict[str, Any]) -> None:
-        from starfish.data_factory.inputs import is_async_callable
+        from starfish.data_factory.inputs import check_async
         from starfish.data_factory.state import JobState
 
-        if not callable(func) or not is_async_callable(func):
-            name = getattr(func, "__qualname__", repr(func))
-            raise InputError(f"{name} is not an async function: define it with `async def`.")
+        check_async(func)
         self.func = func
         self._options = validate_options(options)
         _preload(func, self._options["storage"])
@@ -300,16 +296,19 @@ class DataFactory:
                 "no job to resume in this process: run() first, or use "
                 "data_factory.resume_from_checkpoint(job_id)."
             )
-        _check_overrides(overrides)
+        return self._resume(self.job_id, self._inputs, self._storage, overrides)
+
+    def _resume(self, job_id: str, inputs: Any, storage: Any, overrides: dict[str, Any]) -> Any:
+        """Run the inputs of a stored job that are not completed; self then holds that job."""
+        if "storage" in overrides:
+            raise ValueError("storage cannot change on resume: the job lives where it was stored.")
         target = self.with_options(**overrides) if overrides else self
-        job_id, inputs, storage = self.job_id, self._inputs, self._storage
         result = _run_sync(
             lambda: target._execute(
                 inputs, "resume_from_checkpoint", storage=storage, resume_id=job_id
             )
         )
-        if target is not self:
-            self.state = target.state
+        self.job_id, self._inputs, self._storage, self.state = job_id, inputs, storage, target.state
         return result
 
     def _build_inputs(self, kwargs: dict[str, Any]) -> Any:
@@ -371,37 +370,20 @@ def data_factory(func: Callable[..., Any] | None = None, /, **options: Any) -> A
     return lambda f: DataFactory(f, options)
 
 
-def _check_overrides(overrides: dict[str, Any]) -> None:
-    if "storage" in overrides:
-        raise ValueError("storage cannot change on resume: the job lives where it was stored.")
-
-
 def resume_from_checkpoint(job_id: str, **overrides: Any) -> list[dict]:
     """Continue any stored job, from this or another process; returns all its completed records."""
     from starfish.data_factory.storage import locate_job
 
-    _check_overrides(overrides)
     storage, full_id = locate_job(job_id)
     if storage.kind == "in_memory":
         factory, inputs = storage.load_spec(full_id)
-        target = factory.with_options(**overrides) if overrides else factory
-        result = _run_sync(
-            lambda: target._execute(
-                inputs, "resume_from_checkpoint", storage=storage, resume_id=full_id
-            )
-        )
-        factory.job_id, factory._inputs, factory._storage = full_id, inputs, storage
-        return result
-    from starfish.data_factory.inputs import InputSpec
+    else:
+        from starfish.data_factory.inputs import InputSpec
 
-    payload = _load_call_spec(storage.load_spec(full_id), full_id)
-    factory = DataFactory(payload["func"], {**payload["options"], **overrides})
-    inputs = InputSpec.from_payload(payload["inputs"])
-    return _run_sync(
-        lambda: factory._execute(
-            inputs, "resume_from_checkpoint", storage=storage, resume_id=full_id
-        )
-    )
+        payload = _load_call_spec(storage.load_spec(full_id), full_id)
+        factory = DataFactory(payload["func"], payload["options"])
+        inputs = InputSpec.from_payload(payload["inputs"])
+    return factory._resume(full_id, inputs, storage, overrides)
 
 
 data_factory.resume_from_checkpoint = resume_from_checkpoint  # type: ignore[attr-defined]

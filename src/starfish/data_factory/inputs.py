@@ -52,11 +52,16 @@ def function_name(func: Callable[..., Any]) -> str:
     return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
 
 
+def check_async(func: Any) -> None:
+    """A data factory awaits its function: anything else is an `InputError` at decoration."""
+    if not callable(func) or not is_async_callable(func):
+        name = getattr(func, "__qualname__", None) or repr(func)
+        raise InputError(f"{name} is not an async function: define it with `async def`.")
+
+
 def build_inputs(func: Callable[..., Any], kwargs: dict[str, Any]) -> InputSpec:
     """Check `kwargs` against `func`'s signature and zip them; raise `InputError` if wrong."""
     name = function_name(func)
-    if not is_async_callable(func):
-        raise InputError(f"{name} is not an async function: define it with `async def`.")
     if not kwargs:
         raise InputError(
             f"no inputs for {name}: pass keyword arguments, lists to zip or scalars to broadcast."

@@ -16,6 +16,7 @@ from starfish.data_factory.inputs import InputSpec, function_name
 from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage import Storage, open_storage
+from starfish.data_factory.storage.base import COUNT_KEYS
 from starfish.errors import OutputError
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ async def execute(
             spec,
         )
         pending = iter(range(n))
-        base = dict.fromkeys(("completed", "failed", "filtered", "duplicate", "dead"), 0)
+        base = dict.fromkeys(COUNT_KEYS, 0)
         base_errors: dict[str, int] = {}
         dead: set[int] = set()
         previous_time = 0.0

@@ -23,7 +23,7 @@ from typing import Any
 
 from starfish.data_factory.inputs import InputSpec, function_name
 from starfish.data_factory.state import JobState
-from starfish.data_factory.storage.base import JobWriter
+from starfish.data_factory.storage.base import COUNT_KEYS, JobWriter
 
 logger = logging.getLogger("starfish")
 
@@ -86,7 +86,7 @@ class Runner:
         )
 
         # what this run did
-        self.counts = dict.fromkeys(("completed", "failed", "filtered", "duplicate", "dead"), 0)
+        self.counts = dict.fromkeys(COUNT_KEYS, 0)
         self.revived = 0  # previously dead inputs that completed in this run
         self.error_summary: dict[str, int] = {}
         self.status = "completed"
