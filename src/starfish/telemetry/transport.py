@@ -64,7 +64,7 @@ def send(
     for event in events:
         try:
             client.capture(
-                event["event"],
+                event=event["event"],
                 distinct_id=str(event["distinct_id"]),
                 properties={**event["properties"], "$process_person_profile": False},
                 uuid=event["uuid"],
