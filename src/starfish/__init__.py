@@ -2,6 +2,24 @@
 
 from starfish._version import __version__
 from starfish.data_factory import data_factory
-from starfish.errors import InputError, OutputError, StarfishError
+from starfish.errors import (
+    InputError,
+    JobNotFoundError,
+    OptionsError,
+    OutputError,
+    ResumeError,
+    StarfishError,
+    StorageError,
+)
 
-__all__ = ["InputError", "OutputError", "StarfishError", "__version__", "data_factory"]
+__all__ = [
+    "InputError",
+    "JobNotFoundError",
+    "OptionsError",
+    "OutputError",
+    "ResumeError",
+    "StarfishError",
+    "StorageError",
+    "__version__",
+    "data_factory",
+]

@@ -13,6 +13,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from starfish.errors import OptionsError, ResumeError
+
 logger = logging.getLogger("starfish")
 
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -39,7 +41,7 @@ def _is_int(value: Any) -> bool:
 
 def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
     if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum} ({meaning}), got {value!r}.")
+        raise OptionsError(f"{name} must be an integer >= {minimum} ({meaning}), got {value!r}.")
 
 
 def _check_hooks(name: str, value: Any) -> None:
@@ -47,7 +49,7 @@ def _check_hooks(name: str, value: Any) -> None:
         return
     if isinstance(value, (list, tuple)) and all(callable(h) for h in value):
         return
-    raise ValueError(
+    raise OptionsError(
         f"{name} must be a callable or a list of callables taking (output, state) "
         f"or (error, state), got {value!r}."
     )
@@ -57,13 +59,13 @@ def validate_options(options: dict[str, Any]) -> dict[str, Any]:
     """Check every decorator option; a bad one is a `ValueError` naming it and the fix."""
     unknown = set(options) - set(DEFAULT_OPTIONS)
     if unknown:
-        raise ValueError(
+        raise OptionsError(
             f"unknown data_factory option(s): {', '.join(sorted(unknown))}; "
             f"valid options are {', '.join(DEFAULT_OPTIONS)}."
         )
     opts = {**DEFAULT_OPTIONS, **options}
     if opts["storage"] not in STORAGES:
-        raise ValueError(f"storage must be 'local' or 'in_memory', got {opts['storage']!r}.")
+        raise OptionsError(f"storage must be 'local' or 'in_memory', got {opts['storage']!r}.")
     _check_int("batch_size", opts["batch_size"], 1, "finished inputs per storage transaction")
     _check_int("target_count", opts["target_count"], 0, "0 means one per input")
     _check_int("dead_queue_threshold", opts["dead_queue_threshold"], 1, "attempts per input")
@@ -78,15 +80,15 @@ def validate_options(options: dict[str, Any]) -> dict[str, Any]:
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
     ):
-        raise ValueError(
+        raise OptionsError(
             f"task_runner_timeout must be a number of seconds > 0, or None for no limit, "
             f"got {timeout!r}."
         )
     init = opts["initial_state_values"]
     if init is not None and not isinstance(init, dict):
-        raise ValueError(f"initial_state_values must be a dict or None, got {init!r}.")
+        raise OptionsError(f"initial_state_values must be a dict or None, got {init!r}.")
     if not isinstance(opts["show_progress"], bool):
-        raise ValueError(f"show_progress must be True or False, got {opts['show_progress']!r}.")
+        raise OptionsError(f"show_progress must be True or False, got {opts['show_progress']!r}.")
     for name in _HOOK_OPTIONS:
         _check_hooks(name, opts[name])
     return opts
@@ -173,7 +175,7 @@ def _load_call_spec(blob: bytes | None, job_id: str) -> dict[str, Any]:
     import pickle
 
     if blob is None:
-        raise RuntimeError(
+        raise ResumeError(
             f"job {job_id} stored no call spec (its function or inputs could not be pickled); "
             "resume it in the process that ran it with gen.resume()."
         )
@@ -182,7 +184,7 @@ def _load_call_spec(blob: bytes | None, job_id: str) -> dict[str, Any]:
         if isinstance(payload["func"], _FuncRef):
             payload["func"] = payload["func"].resolve()
     except Exception as exc:
-        raise RuntimeError(f"cannot load job {job_id} for resume: {exc!r}") from exc
+        raise ResumeError(f"cannot load job {job_id} for resume: {exc!r}") from exc
     return payload
 
 
@@ -292,7 +294,7 @@ class DataFactory:
     def resume(self, **overrides: Any) -> list[dict]:
         """Continue the last job of this process, running only inputs not yet completed."""
         if self.job_id is None or self._inputs is None:
-            raise RuntimeError(
+            raise ResumeError(
                 "no job to resume in this process: run() first, or use "
                 "data_factory.resume_from_checkpoint(job_id)."
             )
@@ -301,7 +303,9 @@ class DataFactory:
     def _resume(self, job_id: str, inputs: Any, storage: Any, overrides: dict[str, Any]) -> Any:
         """Run the inputs of a stored job that are not completed; self then holds that job."""
         if "storage" in overrides:
-            raise ValueError("storage cannot change on resume: the job lives where it was stored.")
+            raise OptionsError(
+                "storage cannot change on resume: the job lives where it was stored."
+            )
         target = self.with_options(**overrides) if overrides else self
         result = _run_sync(
             lambda: target._execute(

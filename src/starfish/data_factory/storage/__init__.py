@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starfish.data_factory.storage.base import FILTERS, JobWriter, Progress, Storage
+from starfish.errors import JobNotFoundError
 
 
 def open_storage(kind: str) -> Storage:
@@ -25,13 +26,6 @@ __all__ = [
     "locate_job",
     "open_storage",
 ]
-
-
-class JobNotFoundError(KeyError):
-    """No stored job has this id (or the prefix matches several)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "job not found"
 
 
 def locate_job(job_id: str) -> tuple[Storage, str]:
