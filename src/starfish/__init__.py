@@ -3,6 +3,7 @@
 from starfish._version import __version__
 from starfish.data_factory import data_factory
 from starfish.errors import (
+    HookError,
     InputError,
     JobNotFoundError,
     OptionsError,
@@ -13,6 +14,7 @@ from starfish.errors import (
 )
 
 __all__ = [
+    "HookError",
     "InputError",
     "JobNotFoundError",
     "OptionsError",

@@ -14,6 +14,12 @@ class OptionsError(StarfishError, ValueError):
     """A `@data_factory` option (or another setting) is wrong; raised where it is written."""
 
 
+class HookError(OptionsError):
+    """A hook broke its contract (e.g. returned an unknown verdict); it stops the job."""
+
+    fatal = True  # every input would hit it: retrying only wastes calls
+
+
 class InputError(StarfishError, ValueError):
     """The inputs of a job are wrong; raised before the function is called once."""
 
@@ -35,3 +41,15 @@ class ResumeError(StarfishError, RuntimeError):
 
 class StorageError(StarfishError, RuntimeError):
     """The job storage cannot be read or written (disk full, read-only, corrupt database)."""
+
+
+class JobTerminated(SystemExit):
+    """SIGTERM arrived while a job ran: the job was flushed and stored `interrupted` first.
+
+    A `SystemExit` with code 143, so an uncaught one ends the process the way SIGTERM's
+    default would have (`docker stop` and Kubernetes read 143), after `finally` blocks ran.
+    """
+
+    def __init__(self, job_id: str | None = None) -> None:
+        super().__init__(143)
+        self.job_id = job_id

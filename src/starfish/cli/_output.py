@@ -13,6 +13,8 @@ from starfish.data_factory.storage.base import COUNT_KEYS
 EXIT_OK = 0
 EXIT_FAILED_JOB = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what `docker stop` and Kubernetes expect
 
 FAILED_STATUSES = ("failed", "stopped")
 
@@ -22,6 +24,16 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     first_line = " ".join(str(message).split("\n")[0].split())
     typer.echo(f"error: {first_line}", err=True)
     raise typer.Exit(code)
+
+
+def exit_interrupted(job_id: str | None, signal: BaseException) -> NoReturn:
+    """Ctrl-C or SIGTERM ended a job (stored `interrupted`): say how to continue it."""
+    from starfish.errors import JobTerminated
+
+    terminated = isinstance(signal, JobTerminated)
+    hint = f"; continue it with: starfish jobs resume {job_id}" if job_id else ""
+    typer.echo(f"{'terminated' if terminated else 'interrupted'}{hint}", err=True)
+    raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
 def print_json(data: Any) -> None:

@@ -13,6 +13,7 @@ from starfish.cli._output import (
     EXIT_FAILED_JOB,
     counts_line,
     exit_code_for,
+    exit_interrupted,
     export_hint,
     fail,
     print_json,
@@ -20,6 +21,7 @@ from starfish.cli._output import (
     seconds,
     when,
 )
+from starfish.errors import JobTerminated
 
 app = typer.Typer(
     help="List, inspect, export, resume and delete stored jobs.", no_args_is_help=True
@@ -160,9 +162,8 @@ def resume(
         error = e
     except RuntimeError as e:
         fail(str(e))
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted; continue it with: starfish jobs resume {job_id}", err=True)
-        raise typer.Exit(130) from None
+    except (KeyboardInterrupt, JobTerminated) as e:
+        exit_interrupted(job_id, e)
     info = _load(job_id)
     if as_json:
         print_json(info.to_dict())

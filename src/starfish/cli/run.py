@@ -12,12 +12,14 @@ import typer
 from starfish.cli._output import (
     EXIT_FAILED_JOB,
     exit_code_for,
+    exit_interrupted,
     export_hint,
     fail,
     print_json,
     print_summary,
 )
 from starfish.cli._target import TargetError, load_target
+from starfish.errors import JobTerminated
 
 
 def run(
@@ -226,11 +228,8 @@ def _run(gen: Any, columns: dict[str, list[Any]]) -> tuple[list[dict] | None, st
         fail(str(e))
     except OutputError as e:
         return None, gen.job_id, e
-    except KeyboardInterrupt:
-        job_id = getattr(gen, "job_id", None)
-        hint = f"; continue it with: starfish jobs resume {job_id}" if job_id else ""
-        typer.echo(f"interrupted{hint}", err=True)
-        raise typer.Exit(130) from None
+    except (KeyboardInterrupt, JobTerminated) as e:
+        exit_interrupted(getattr(gen, "job_id", None), e)
     return records, gen.job_id, None
 
 

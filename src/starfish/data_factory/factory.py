@@ -190,31 +190,9 @@ def _load_call_spec(blob: bytes | None, job_id: str) -> dict[str, Any]:
 
 # running --------------------------------------------------------------------------------
 def _run_sync(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run a coroutine to the end; in a thread with its own loop when one is running here."""
-    import asyncio
+    from starfish.data_factory.running import run_sync
 
-    try:
-        running = asyncio.get_running_loop() is not None
-    except RuntimeError:
-        running = False
-    if not running:
-        return asyncio.run(make())
-    import threading
-
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(make())
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="starfish-job")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return run_sync(make)
 
 
 def _preload(func: Callable[..., Any], storage: str) -> None:

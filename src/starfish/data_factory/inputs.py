@@ -56,6 +56,11 @@ def check_async(func: Any) -> None:
     """A data factory awaits its function: anything else is an `InputError` at decoration."""
     if not callable(func) or not is_async_callable(func):
         name = getattr(func, "__qualname__", None) or repr(func)
+        if inspect.isasyncgenfunction(func):
+            raise InputError(
+                f"{name} is an async generator (it uses `yield`): a data factory awaits one "
+                "result per input, so `return` the list of records instead of yielding them."
+            )
         raise InputError(f"{name} is not an async function: define it with `async def`.")
 
 

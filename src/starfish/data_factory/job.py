@@ -70,6 +70,7 @@ async def execute(
         )
         pending = iter(range(n))
         base = dict.fromkeys(COUNT_KEYS, 0)
+        base_kept = 0
         base_errors: dict[str, int] = {}
         dead: set[int] = set()
         previous_time = 0.0
@@ -88,6 +89,7 @@ async def execute(
             **progress.failed_counts,
             "dead": len(dead),
         }
+        base_kept = progress.num_completed - progress.num_empty
         base_errors = progress.error_summary
         previous_time = row.get("execution_time") or 0.0
 
@@ -105,7 +107,7 @@ async def execute(
         writer=writer,
         state=state,
         options=opts,
-        base_completed=base["completed"],
+        base_completed=base_kept,
         previously_dead=dead,
     )
     reporter = None
@@ -133,9 +135,14 @@ async def execute(
     if interruption is not None:
         is_cancel = isinstance(interruption, (asyncio.CancelledError, KeyboardInterrupt))
         status = "interrupted"
-        reason = "interrupted" if is_cancel else f"error: {type(interruption).__name__}"
-    elif runner.status == "stopped":
-        status, reason = "stopped", runner.stop_reason
+        if not is_cancel:
+            reason = f"error: {type(interruption).__name__}"
+        elif "SIGTERM" in interruption.args:  # see running.py
+            reason = "terminated (SIGTERM)"
+        else:
+            reason = "interrupted"
+    elif runner.status in ("stopped", "failed"):
+        status, reason = runner.status, runner.stop_reason
     elif counts["completed"] == 0:
         status, reason = "failed", "no input completed"
     else:
@@ -171,6 +178,8 @@ async def execute(
         logger.warning("starfish: job %s %s: %s", job_id, status, reason)
     if interruption is not None:
         raise interruption
+    if runner.fatal_error is not None:
+        raise runner.fatal_error
     if counts["completed"] == 0:
         raise OutputError(
             f"job {job_id} ({name}) finished without one completed input "

@@ -24,6 +24,7 @@ from typing import Any
 from starfish.data_factory.inputs import InputSpec, function_name
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage.base import COUNT_KEYS, JobWriter
+from starfish.errors import HookError
 
 logger = logging.getLogger("starfish")
 
@@ -32,6 +33,7 @@ RETRY_BASE_DELAY = 0.02
 RETRY_MAX_DELAY = 2.0
 
 Hook = Callable[..., Any]
+VERDICTS = (None, "filtered", "duplicate")
 
 
 def _describe(out: Any) -> str:
@@ -39,6 +41,16 @@ def _describe(out: Any) -> str:
         bad = next(r for r in out if not isinstance(r, dict))
         return f"a list holding {type(bad).__name__}"
     return type(out).__name__
+
+
+def _cancel_requested() -> bool:
+    """Whether this task really was cancelled (Python 3.11+ counts cancel requests).
+
+    Without the count (3.10), `_stopping` and `_timed_out` alone tell the job's own
+    cancellations from a `CancelledError` that the function raised by itself.
+    """
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is not None and cancelling() > 0
 
 
 def _as_hook_list(hooks: Hook | list[Hook] | tuple[Hook, ...] | None) -> list[Hook]:
@@ -88,10 +100,12 @@ class Runner:
         # what this run did
         self.counts = dict.fromkeys(COUNT_KEYS, 0)
         self.revived = 0  # previously dead inputs that completed in this run
+        self.empty = 0  # inputs completed with an empty list of records
         self.error_summary: dict[str, int] = {}
         self.status = "completed"
         self.stop_reason: str | None = None
         self.target_reached = False
+        self.fatal_error: BaseException | None = None  # an error marked `fatal` stopped the job
 
         self._pending = pending
         self._ready: deque[int] = deque()
@@ -169,10 +183,14 @@ class Runner:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _retry_later(self, index: int, attempts: int) -> None:
+    def _retry_later(self, index: int, attempts: int, hint: float | None = None) -> None:
+        """Backoff with jitter, or the delay the error asked for (`retry_after`, seconds)."""
         self._attempts[index] = attempts
-        delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (attempts - 1))
-        delay *= 0.5 + random.random()
+        if hint is not None:
+            delay = hint
+        else:
+            delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (attempts - 1))
+            delay *= 0.5 + random.random()
         self._retry_handles[index] = self._loop.call_later(delay, self._retry_ready, index)
 
     def _retry_ready(self, index: int) -> None:
@@ -229,13 +247,16 @@ class Runner:
             out = await self.func(**kwargs)
             self._deadlines[wid] = None
             records = self._normalize(out)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             self._deadlines[wid] = None
-            if not self._timed_out[wid]:
+            if self._timed_out[wid]:
+                error = TimeoutError(
+                    f"{self.name} took longer than task_runner_timeout={self.timeout}s"
+                )
+            elif self._stopping or _cancel_requested():
                 raise
-            error = TimeoutError(
-                f"{self.name} took longer than task_runner_timeout={self.timeout}s"
-            )
+            else:  # raised by the function itself (a leaked cancel scope): a failed attempt
+                error = exc
         except Exception as exc:
             self._deadlines[wid] = None
             error = exc
@@ -271,7 +292,11 @@ class Runner:
             if index in self.previously_dead:
                 self.revived += 1
             self._save_state()
-            if self.target_mode and self.counts["completed"] >= self.target_remaining:
+            if not records:  # completed with nothing to keep: it does not count toward a target
+                self.empty += 1
+            elif (
+                self.target_mode and self.counts["completed"] - self.empty >= self.target_remaining
+            ):
                 self.target_reached = True
                 self._stop("completed", "target_count reached")
             return
@@ -307,6 +332,11 @@ class Runner:
                 verdict = "duplicate"
             elif result == "filtered" and verdict is None:
                 verdict = "filtered"
+            elif result not in VERDICTS:
+                raise HookError(
+                    f"on_record_complete hook {function_name(hook)} returned {result!r}; a hook "
+                    "returns None (keep the records), 'filtered' or 'duplicate'."
+                )
         return verdict
 
     async def _failed(self, index: int, attempt: int, error: BaseException) -> None:
@@ -330,6 +360,10 @@ class Runner:
         if self._stopping:
             return
         self._save_state()
+        if getattr(error, "fatal", False) is True:  # no retry can fix it (e.g. a rejected key)
+            self.fatal_error = error
+            self._stop("failed", f"fatal error: {error_type}: {error}")
+            return
         self._streak.add(index)
         if self.stop_threshold and len(self._streak) >= self.stop_threshold:
             reason = (
@@ -339,11 +373,12 @@ class Runner:
             logger.warning("starfish: job stopped by %s", reason)
             self._stop("stopped", reason)
             return
-        self._again_or_dead(index, attempt)
+        hint = getattr(error, "retry_after", None)
+        self._again_or_dead(index, attempt, hint if isinstance(hint, (int, float)) else None)
 
-    def _again_or_dead(self, index: int, attempt: int) -> None:
+    def _again_or_dead(self, index: int, attempt: int, delay: float | None = None) -> None:
         if attempt < self.dead_threshold:
-            self._retry_later(index, attempt)
+            self._retry_later(index, attempt, delay)
             return
         self.writer.input_done(index, "dead", attempt, None)
         if index not in self.previously_dead:

@@ -24,7 +24,15 @@ def check_filter(filter: str) -> str:
 class Progress:
     """What a job has already done, as loaded for a resume."""
 
-    __slots__ = ("completed", "dead", "error_summary", "failed_counts", "num_completed", "state")
+    __slots__ = (
+        "completed",
+        "dead",
+        "error_summary",
+        "failed_counts",
+        "num_completed",
+        "num_empty",
+        "state",
+    )
 
     def __init__(
         self,
@@ -33,9 +41,11 @@ class Progress:
         failed_counts: dict[str, int],
         error_summary: dict[str, int],
         state: dict[str, Any] | None,
+        num_empty: int = 0,
     ) -> None:
         self.completed = completed  # 1 at index i when input i completed
         self.num_completed = completed.count(1)
+        self.num_empty = num_empty  # completed with no records: not counted toward a target
         self.dead = dead
         self.failed_counts = failed_counts  # failed / filtered / duplicate attempts so far
         self.error_summary = error_summary

@@ -69,15 +69,17 @@ class MemoryStorage(Storage):
         job = self._job(job_id)
         completed = bytearray(num_inputs)
         dead: set[int] = set()
+        empty = 0
         for i, outcome in enumerate(job.outcomes):
             if outcome is not None:
                 if outcome[0] == "completed":
                     completed[i] = 1
+                    empty += not outcome[2]
                 else:
                     dead.add(i)
         counts, errors = self.live_counts(job_id)
         failed = {k: counts[k] for k in ("failed", "filtered", "duplicate")}
-        return Progress(completed, dead, failed, errors, job.meta.get("state"))
+        return Progress(completed, dead, failed, errors, job.meta.get("state"), empty)
 
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
         job = self._job(job_id)

@@ -233,18 +233,20 @@ class SqliteStorage(Storage):
         lo = jid << _SHIFT
         completed = bytearray(num_inputs)
         dead: set[int] = set()
-        for key, status in conn.execute(
-            "SELECT key, status FROM inputs WHERE key BETWEEN ? AND ?", (lo, lo | _LOW)
+        empty = 0
+        for key, status, is_empty in conn.execute(
+            "SELECT key, status, data = '[]' FROM inputs WHERE key BETWEEN ? AND ?", (lo, lo | _LOW)
         ):
             if status == "completed":
                 completed[key & _LOW] = 1
+                empty += is_empty
             else:
                 dead.add(key & _LOW)
         failed_counts = dict.fromkeys(("failed", "filtered", "duplicate"), 0)
         errors = _attempt_counts(conn, jid, failed_counts)
         row = conn.execute("SELECT state FROM jobs WHERE id = ?", (jid,)).fetchone()
         state = json.loads(row[0]) if row and row[0] else None
-        return Progress(completed, dead, failed_counts, errors, state)
+        return Progress(completed, dead, failed_counts, errors, state, empty)
 
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
         conn = self._db()
