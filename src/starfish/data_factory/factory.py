@@ -7,231 +7,41 @@ rich and cloudpickle are imported when a job runs, not when a function is decora
 from __future__ import annotations
 
 import functools
-import logging
-import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starfish.errors import OptionsError, ResumeError
 
-logger = logging.getLogger("starfish")
-
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "storage": "local",
-    "batch_size": 1,
-    "target_count": 0,
-    "dead_queue_threshold": 3,
-    "max_concurrency": 10,
-    "initial_state_values": None,
-    "on_record_complete": None,
-    "on_record_error": None,
-    "show_progress": True,
-    "task_runner_timeout": 60,
-    "job_run_stop_threshold": 3,
-}
-_HOOK_OPTIONS = ("on_record_complete", "on_record_error")
-STORAGES = ("local", "in_memory")
+if TYPE_CHECKING:
+    from starfish.data_factory.inputs import InputSpec
+    from starfish.data_factory.job import JobResult
+    from starfish.data_factory.options import Options
+    from starfish.data_factory.state import JobState
+    from starfish.data_factory.storage import Storage
 
 
-# options --------------------------------------------------------------------------------
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
-    if not _is_int(value) or value < minimum:
-        raise OptionsError(f"{name} must be an integer >= {minimum} ({meaning}), got {value!r}.")
-
-
-def _check_hooks(name: str, value: Any) -> None:
-    if value is None or callable(value):
-        return
-    if isinstance(value, (list, tuple)) and all(callable(h) for h in value):
-        return
-    raise OptionsError(
-        f"{name} must be a callable or a list of callables taking (output, state) "
-        f"or (error, state), got {value!r}."
-    )
-
-
-def validate_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Check every decorator option; a bad one is a `ValueError` naming it and the fix."""
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise OptionsError(
-            f"unknown data_factory option(s): {', '.join(sorted(unknown))}; "
-            f"valid options are {', '.join(DEFAULT_OPTIONS)}."
-        )
-    opts = {**DEFAULT_OPTIONS, **options}
-    if opts["storage"] not in STORAGES:
-        raise OptionsError(f"storage must be 'local' or 'in_memory', got {opts['storage']!r}.")
-    _check_int("batch_size", opts["batch_size"], 1, "finished inputs per storage transaction")
-    _check_int("target_count", opts["target_count"], 0, "0 means one per input")
-    _check_int("dead_queue_threshold", opts["dead_queue_threshold"], 1, "attempts per input")
-    _check_int("max_concurrency", opts["max_concurrency"], 1, "calls running at once")
-    _check_int(
-        "job_run_stop_threshold",
-        opts["job_run_stop_threshold"],
-        0,
-        "consecutive failed inputs before the job stops; 0 disables the circuit breaker",
-    )
-    timeout = opts["task_runner_timeout"]
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-    ):
-        raise OptionsError(
-            f"task_runner_timeout must be a number of seconds > 0, or None for no limit, "
-            f"got {timeout!r}."
-        )
-    init = opts["initial_state_values"]
-    if init is not None and not isinstance(init, dict):
-        raise OptionsError(f"initial_state_values must be a dict or None, got {init!r}.")
-    if not isinstance(opts["show_progress"], bool):
-        raise OptionsError(f"show_progress must be True or False, got {opts['show_progress']!r}.")
-    for name in _HOOK_OPTIONS:
-        _check_hooks(name, opts[name])
-    return opts
-
-
-def public_config(opts: dict[str, Any]) -> dict[str, Any]:
-    """The options as stored and shown: JSON-safe, hooks by name."""
-    config = {k: v for k, v in opts.items() if k not in _HOOK_OPTIONS}
-    for name in _HOOK_OPTIONS:
-        hooks = opts[name]
-        if hooks is None:
-            config[name] = []
-        else:
-            hooks = [hooks] if callable(hooks) else list(hooks)
-            config[name] = [getattr(h, "__qualname__", repr(h)) for h in hooks]
-    return config
-
-
-# the call spec: what a resume in another process needs ----------------------------------
-class _FuncRef:
-    """A function stored as `module:qualname` and imported again on resume."""
-
-    def __init__(self, module: str, qualname: str) -> None:
-        self.module = module
-        self.qualname = qualname
-
-    def resolve(self) -> Callable[..., Any]:
-        import importlib
-
-        obj: Any = importlib.import_module(self.module)
-        for part in self.qualname.split("."):
-            obj = getattr(obj, part)
-        return obj.func if isinstance(obj, DataFactory) else obj
-
-
-def _pickled_by_value(module: str) -> bool:
-    """Registered with `cloudpickle.register_pickle_by_value` (the CLI does so for a file
-    TARGET): importable here only by a path trick, so a reference would not resolve elsewhere."""
-    try:
-        import cloudpickle
-    except ImportError:
-        return False
-    registered = cloudpickle.list_registry_pickle_by_value()
-    return any(module == name or module.startswith(name + ".") for name in registered)
-
-
-def _func_ref(func: Callable[..., Any]) -> _FuncRef | None:
-    module = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", "")
-    if not module or module == "__main__" or "<" in qualname or _pickled_by_value(module):
-        return None
-    try:
-        ref = _FuncRef(module, qualname)
-        return ref if ref.resolve() is func else None
-    except Exception:
-        return None
-
-
-def _call_spec(func: Callable[..., Any], inputs: Any, opts: dict[str, Any]) -> bytes | None:
-    """Pickle the function, inputs and options once per job; by reference when importable."""
-    import pickle
-
-    payload = {"version": 1, "inputs": inputs.to_payload(), "options": opts}
-    ref = _func_ref(func)
-    if ref is not None:
-        try:
-            return pickle.dumps({**payload, "func": ref}, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            pass
-    try:
-        import cloudpickle
-
-        return cloudpickle.dumps({**payload, "func": func}, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        logger.warning(
-            "starfish: the job's function or inputs cannot be pickled (%r); it can be resumed "
-            "only in this process.",
-            exc,
-        )
-        return None
-
-
-def _load_call_spec(blob: bytes | None, job_id: str) -> dict[str, Any]:
-    import pickle
-
-    if blob is None:
-        raise ResumeError(
-            f"job {job_id} stored no call spec (its function or inputs could not be pickled); "
-            "resume it in the process that ran it with gen.resume()."
-        )
-    try:
-        payload = pickle.loads(blob)
-        if isinstance(payload["func"], _FuncRef):
-            payload["func"] = payload["func"].resolve()
-    except Exception as exc:
-        raise ResumeError(f"cannot load job {job_id} for resume: {exc!r}") from exc
-    return payload
-
-
-# running --------------------------------------------------------------------------------
 def _run_sync(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     from starfish.data_factory.running import run_sync
 
     return run_sync(make)
 
 
-def _preload(func: Callable[..., Any], storage: str) -> None:
-    """Import what a run needs when a function is decorated, not inside the first `run`.
-
-    `import starfish` stays light; the cost moves to decoration time, before any job is timed.
-    """
-    from starfish.data_factory import (
-        job,  # noqa: F401 - asyncio, the runner, storage base
-        report,  # noqa: F401 - and telemetry with it
-    )
-
-    if storage == "local":
-        from starfish.data_factory.storage import sqlite  # noqa: F401
-
-        qualname = getattr(func, "__qualname__", "")
-        if getattr(func, "__module__", None) == "__main__" or "<" in qualname:
-            import cloudpickle  # noqa: F401 - such functions are stored by value
-
-
-def _new_job_id() -> str:
-    return os.urandom(16).hex()
-
-
 class DataFactory:
     """An async function wrapped as a data factory; see `data_factory`."""
 
-    def __init__(self, func: Callable[..., Any], options: dict[str, Any]) -> None:
+    def __init__(self, func: Callable[..., Any], options: Options | dict[str, Any]) -> None:
         from starfish.data_factory.inputs import check_async
+        from starfish.data_factory.options import Options
         from starfish.data_factory.state import JobState
 
         check_async(func)
         self.func = func
-        self._options = validate_options(options)
-        _preload(func, self._options["storage"])
+        self._options = options if isinstance(options, Options) else Options.create(options)
         self.job_id: str | None = None
-        self.state = JobState(self._options["initial_state_values"])
-        self._inputs: Any = None
-        self._storage: Any = None
+        self.state = JobState(self._options.initial_state_values)
+        self._inputs: InputSpec | None = None
+        self._storage: Storage | None = None
         functools.update_wrapper(self, func, updated=())
 
     def __repr__(self) -> str:
@@ -243,79 +53,97 @@ class DataFactory:
 
     @property
     def options(self) -> dict[str, Any]:
-        return dict(self._options)
+        return self._options.to_dict()
 
     def with_options(self, **overrides: Any) -> DataFactory:
         """A copy with some decorator options changed, validated like the decorator's."""
-        return DataFactory(self.func, {**self._options, **overrides})
+        return DataFactory(self.func, self._options.replace(**overrides))
 
     # running --------------------------------------------------------------------------
-    def run(self, **kwargs: Any) -> list[dict]:
+    def run(self, **kwargs: Any) -> list[dict[str, Any]]:
         """Run one input per zipped list position; return the completed records in input order."""
         inputs = self._build_inputs(kwargs)
-        return _run_sync(lambda: self._execute(inputs, "normal"))
+        return _run_sync(lambda: self._execute(self._options, inputs, "normal"))  # type: ignore[no-any-return]
 
-    async def run_async(self, **kwargs: Any) -> list[dict]:
+    async def run_async(self, **kwargs: Any) -> list[dict[str, Any]]:
         """`run` for callers already inside an event loop."""
         inputs = self._build_inputs(kwargs)
-        return await self._execute(inputs, "normal")
+        return await self._execute(self._options, inputs, "normal")
 
-    def dry_run(self, **kwargs: Any) -> list[dict]:
+    def dry_run(self, **kwargs: Any) -> list[dict[str, Any]]:
         """Run the first input only, in a throwaway in-memory store: nothing is written."""
         from starfish.data_factory.inputs import InputSpec
         from starfish.data_factory.storage.memory import MemoryStorage
 
         full = self._build_inputs(kwargs)
         first = InputSpec(full.names, tuple(c[:1] for c in full.lists), full.scalars)
-        return _run_sync(lambda: self._execute(first, "dry_run", storage=MemoryStorage()))
+        return _run_sync(  # type: ignore[no-any-return]
+            lambda: self._execute(
+                self._options, first, "dry_run", storage=MemoryStorage(), remember=False
+            )
+        )
 
-    def resume(self, **overrides: Any) -> list[dict]:
+    def resume(self, **overrides: Any) -> list[dict[str, Any]]:
         """Continue the last job of this process, running only inputs not yet completed."""
-        if self.job_id is None or self._inputs is None:
+        if self.job_id is None or self._inputs is None or self._storage is None:
             raise ResumeError(
                 "no job to resume in this process: run() first, or use "
                 "data_factory.resume_from_checkpoint(job_id)."
             )
         return self._resume(self.job_id, self._inputs, self._storage, overrides)
 
-    def _resume(self, job_id: str, inputs: Any, storage: Any, overrides: dict[str, Any]) -> Any:
+    def _resume(
+        self, job_id: str, inputs: InputSpec, storage: Storage, overrides: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """Run the inputs of a stored job that are not completed; self then holds that job."""
         if "storage" in overrides:
             raise OptionsError(
                 "storage cannot change on resume: the job lives where it was stored."
             )
-        target = self.with_options(**overrides) if overrides else self
-        result = _run_sync(
-            lambda: target._execute(
-                inputs, "resume_from_checkpoint", storage=storage, resume_id=job_id
+        options = self._options.replace(**overrides) if overrides else self._options
+        return _run_sync(  # type: ignore[no-any-return]
+            lambda: self._execute(
+                options, inputs, "resume_from_checkpoint", storage=storage, resume_id=job_id
             )
         )
-        self.job_id, self._inputs, self._storage, self.state = job_id, inputs, storage, target.state
-        return result
 
-    def _build_inputs(self, kwargs: dict[str, Any]) -> Any:
+    def _build_inputs(self, kwargs: dict[str, Any]) -> InputSpec:
         from starfish.data_factory.inputs import build_inputs
 
         return build_inputs(self.func, kwargs)
 
     async def _execute(
         self,
-        inputs: Any,
+        options: Options,
+        inputs: InputSpec,
         run_mode: str,
-        storage: Any = None,
+        storage: Storage | None = None,
         resume_id: str | None = None,
-    ) -> list[dict]:
+        remember: bool = True,
+    ) -> list[dict[str, Any]]:
         from starfish.data_factory.job import execute
 
-        return await execute(self, inputs, run_mode, storage=storage, resume_id=resume_id)
+        def started(job_id: str, state: JobState, store: Storage) -> None:
+            self.job_id, self.state, self._inputs, self._storage = job_id, state, inputs, store
+
+        result: JobResult = await execute(
+            self.func,
+            options,
+            inputs,
+            run_mode,
+            storage=storage,
+            resume_id=resume_id,
+            on_start=started if remember else None,
+        )
+        return result.records
 
     # reading the last job ---------------------------------------------------------------
-    def _last(self) -> tuple[Any, str]:
+    def _last(self) -> tuple[Storage, str]:
         if self.job_id is None or self._storage is None:
             raise RuntimeError("no job has run yet: call run() first.")
         return self._storage, self.job_id
 
-    def get_output_data(self, filter: str = "completed") -> list[dict]:
+    def get_output_data(self, filter: str = "completed") -> list[dict[str, Any]]:
         """Records of the last job with the given status, in input order."""
         storage, job_id = self._last()
         return list(storage.iter_records(job_id, filter))
@@ -331,7 +159,9 @@ class DataFactory:
 
     def get_input_data_in_dead_queue(self) -> list[dict[str, Any]]:
         """The keyword arguments of every input in the dead-letter queue."""
-        return [self._inputs.kwargs(i) for i in self.get_index_dead_queue()]
+        inputs = self._inputs
+        assert inputs is not None
+        return [inputs.kwargs(i) for i in self.get_index_dead_queue()]
 
     def export(self, path: str | Path, filter: str = "completed") -> int:
         """Write the last job's records to `path` (.jsonl/.csv/.parquet), streamed from storage."""
@@ -346,26 +176,25 @@ def data_factory(func: Callable[..., Any] | None = None, /, **options: Any) -> A
 
     Options are validated here, so a bad value fails where it is written, not mid-job.
     """
+    from starfish.data_factory.options import Options
+
+    opts = Options.create(options)
     if func is not None:
-        return DataFactory(func, options)
-    validate_options(options)
-    return lambda f: DataFactory(f, options)
+        return DataFactory(func, opts)
+    return lambda f: DataFactory(f, opts)
 
 
-def resume_from_checkpoint(job_id: str, **overrides: Any) -> list[dict]:
+def resume_from_checkpoint(job_id: str, **overrides: Any) -> list[dict[str, Any]]:
     """Continue any stored job, from this or another process; returns all its completed records."""
+    from starfish.data_factory import callspec
     from starfish.data_factory.storage import locate_job
 
     storage, full_id = locate_job(job_id)
     if storage.kind == "in_memory":
-        factory, inputs = storage.load_spec(full_id)
+        func, inputs, options = storage.load_spec(full_id)
     else:
-        from starfish.data_factory.inputs import InputSpec
-
-        payload = _load_call_spec(storage.load_spec(full_id), full_id)
-        factory = DataFactory(payload["func"], payload["options"])
-        inputs = InputSpec.from_payload(payload["inputs"])
-    return factory._resume(full_id, inputs, storage, overrides)
+        func, inputs, options = callspec.load(storage.load_spec(full_id), full_id)
+    return DataFactory(func, options)._resume(full_id, inputs, storage, overrides)
 
 
 data_factory.resume_from_checkpoint = resume_from_checkpoint  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """One job from start to end: store it, run it, store the outcome, report it, return records.
 
-Whatever ends the job (all inputs done, target reached, circuit breaker, Ctrl-C), the
-storage is flushed, the job row finalised and exactly one telemetry event sent.
+Whatever ends the job (all inputs done, target reached, a rule's stop, Ctrl-C), the storage is
+flushed, the job row finalised and exactly one telemetry event sent.
 """
 
 from __future__ import annotations
@@ -9,48 +9,83 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
+from starfish.data_factory import callspec
+from starfish.data_factory.executors import make_executor
+from starfish.data_factory.gates import Gate, RateLimit
 from starfish.data_factory.inputs import InputSpec, function_name
+from starfish.data_factory.options import Options, hook_list
+from starfish.data_factory.rules import default_rules
 from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage import Storage, open_storage
 from starfish.data_factory.storage.base import COUNT_KEYS
 from starfish.errors import OutputError
 
-if TYPE_CHECKING:
-    from starfish.data_factory.factory import DataFactory
-
 logger = logging.getLogger("starfish")
 
 _INVERT = bytes([1, 0]) + bytes(254)
 
 
+@dataclass
+class JobResult:
+    """How a job run ended; `records` are what `run` returns."""
+
+    job_id: str
+    status: str
+    stop_reason: str | None
+    counts: dict[str, int]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+OnStart = Callable[[str, JobState, Storage], None]
+
+
+def new_job_id() -> str:
+    return os.urandom(16).hex()
+
+
+def make_gates(options: Options) -> list[Gate]:
+    """The gates of a job beyond concurrency (the worker pool), in the order they are passed."""
+    gates: list[Gate] = []
+    if options.rate_limit is not None:
+        gates.append(RateLimit.parse(options.rate_limit))
+    return gates
+
+
 async def execute(
-    factory: DataFactory,
+    func: Callable[..., Any],
+    options: Options,
     inputs: InputSpec,
     run_mode: str,
     *,
     storage: Storage | None = None,
     resume_id: str | None = None,
-) -> list[dict]:
-    """Run `inputs` through `factory.func` as a new job, or continue job `resume_id`."""
-    from starfish.data_factory.factory import _call_spec, _new_job_id, public_config
+    on_start: OnStart | None = None,
+) -> JobResult:
+    """Run `inputs` through `func` as a new job, or continue job `resume_id`.
 
-    opts = factory._options
+    `on_start` hears the job id and state as soon as the job is stored, before any call.
+    """
     if storage is None:
-        storage = open_storage(opts["storage"])
-    config = public_config(opts)
-    name = function_name(factory.func)
+        storage = open_storage(options.storage)
+    config = options.public_config()
+    name = function_name(func)
     n = inputs.num_inputs
     started = time.monotonic()
 
     if resume_id is None:
-        job_id = _new_job_id()
-        state = JobState(opts["initial_state_values"])
+        job_id = new_job_id()
+        state = JobState(options.initial_state_values)
         spec: Any = (
-            _call_spec(factory.func, inputs, opts) if storage.kind == "local" else (factory, inputs)
+            callspec.dump(func, inputs, options)
+            if storage.kind == "local"
+            else (func, inputs, options)
         )
         storage.create_job(
             {
@@ -79,7 +114,7 @@ async def execute(
         row = storage.get_job(job_id) or {}
         progress = storage.load_progress(job_id, n)
         state = JobState(
-            progress.state if progress.state is not None else opts["initial_state_values"]
+            progress.state if progress.state is not None else options.initial_state_values
         )
         storage.start_resume(job_id, run_mode, config)
         pending = itertools.compress(range(n), progress.completed.translate(_INVERT))
@@ -93,25 +128,34 @@ async def execute(
         base_errors = progress.error_summary
         previous_time = row.get("execution_time") or 0.0
 
-    if run_mode != "dry_run":
-        factory.job_id = job_id
-        factory.state = state
-        factory._inputs = inputs
-        factory._storage = storage
+    if on_start is not None:
+        on_start(job_id, state, storage)
 
-    writer = storage.open_writer(job_id, opts["batch_size"])
+    writer = storage.open_writer(job_id, options.batch_size)
+    target = options.target_count
     runner = Runner(
-        func=factory.func,
+        executor=make_executor("local", func),
+        name=name,
         inputs=inputs,
         pending=pending,
         writer=writer,
         state=state,
-        options=opts,
-        base_completed=base_kept,
+        concurrency=options.max_concurrency,
+        timeout=options.timeout,
+        gates=make_gates(options),
+        rules=lambda counts: default_rules(
+            counts=counts,
+            dead_queue_threshold=options.dead_queue_threshold,
+            job_run_stop_threshold=options.job_run_stop_threshold,
+            target_remaining=max(target - base_kept, 0) if target else None,
+        ),
+        on_complete=hook_list(options.on_record_complete),
+        on_error=hook_list(options.on_record_error),
+        keep_records=base_kept == 0,
         previously_dead=dead,
     )
     reporter = None
-    if opts["show_progress"] and run_mode != "dry_run":
+    if options.show_progress and run_mode != "dry_run":
         from starfish.data_factory.progress import ProgressReporter
 
         reporter = ProgressReporter(runner, name, n, already_done=base["completed"])
@@ -168,7 +212,7 @@ async def execute(
             job_id=job_id,
             run_mode=run_mode,
             num_inputs=n,
-            config=opts,
+            config=options.to_dict(),
             counts=runner.counts,
             error_summary=runner.error_summary,
             execution_time=run_time,
@@ -186,12 +230,14 @@ async def execute(
             f"({counts['failed']} failed attempts, errors: {errors or 'none'}); "
             "its records stay readable with get_output_data(filter=...)."
         )
+    result = JobResult(job_id, status, reason, counts)
     if runner.records is not None:
-        out: list[dict] = []
+        out = result.records
         for kept in runner.records:
             if isinstance(kept, dict):
                 out.append(kept)
             elif kept:
                 out.extend(kept)
-        return out
-    return list(storage.iter_records(job_id, "completed"))
+    else:
+        result.records = list(storage.iter_records(job_id, "completed"))
+    return result

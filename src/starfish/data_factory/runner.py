@@ -1,14 +1,11 @@
-"""The scheduler: a fixed pool of workers pulling input indices, with stop rules.
+"""The run loop: take an input, pass every gate, call under the deadline, release the gates,
+record the outcome, apply the rules.
 
-`max_concurrency` worker coroutines share one iterator of pending indices (never a task per
-input, so a million inputs cost no more memory than ten). Retries are re-enqueued after an
-exponential backoff with jitter by `loop.call_later`, not by a sleeping task. Idle workers
-wait on a future that is resolved when work appears or the job ends: no polling.
-
-Timeouts: every call shares one `task_runner_timeout`, so instead of a timer per call
-(`asyncio.timeout` costs a third of the per-input overhead) each worker writes its call's
-deadline into a slot and a single watchdog timer, armed for the earliest deadline, cancels
-the workers whose calls overran. The worker turns that cancellation into `TimeoutError`.
+`max_concurrency` worker coroutines share one `WorkQueue` (a fixed pool: a million inputs
+cost no more memory than ten, and a worker is a concurrency permit, so that gate costs no
+await). Other gates (`gates.py`) are awaited in order before each call; the deadline is kept by
+one `Watchdog` timer for all calls; the call itself goes through the job's executor; each
+outcome is stored and then shown to the rules (`rules.py`), which retry, dead-letter or stop.
 """
 
 from __future__ import annotations
@@ -16,21 +13,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from starfish.data_factory.inputs import InputSpec, function_name
+from starfish.data_factory.executors import Executor
+from starfish.data_factory.gates import Gate
+from starfish.data_factory.inputs import InputSpec
+from starfish.data_factory.rules import ALL, DEAD, Outcome, Retry, Rule, Stop, TargetCount
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage.base import COUNT_KEYS, JobWriter
+from starfish.data_factory.watchdog import Watchdog
+from starfish.data_factory.workqueue import WorkQueue
 from starfish.errors import HookError
 
 logger = logging.getLogger("starfish")
-
-RETRY_BASE_DELAY = 0.02
-"""Seconds before the first retry; doubled per attempt, with jitter of ±50 %."""
-RETRY_MAX_DELAY = 2.0
 
 Hook = Callable[..., Any]
 VERDICTS = (None, "filtered", "duplicate")
@@ -46,19 +42,11 @@ def _describe(out: Any) -> str:
 def _cancel_requested() -> bool:
     """Whether this task really was cancelled (Python 3.11+ counts cancel requests).
 
-    Without the count (3.10), `_stopping` and `_timed_out` alone tell the job's own
-    cancellations from a `CancelledError` that the function raised by itself.
+    Without the count (3.10), the runner's own flags alone tell the job's cancellations from a
+    `CancelledError` that the function raised by itself.
     """
     cancelling = getattr(asyncio.current_task(), "cancelling", None)
     return cancelling is not None and cancelling() > 0
-
-
-def _as_hook_list(hooks: Hook | list[Hook] | tuple[Hook, ...] | None) -> list[Hook]:
-    if hooks is None:
-        return []
-    if callable(hooks):
-        return [hooks]
-    return list(hooks)
 
 
 class Runner:
@@ -67,72 +55,82 @@ class Runner:
     def __init__(
         self,
         *,
-        func: Callable[..., Any],
+        executor: Executor,
+        name: str,
         inputs: InputSpec,
         pending: Iterator[int],
         writer: JobWriter,
         state: JobState,
-        options: dict[str, Any],
-        base_completed: int = 0,
+        concurrency: int,
+        timeout: float | None,
+        gates: list[Gate],
+        rules: Callable[[dict[str, int]], list[Rule]],
+        on_complete: list[Hook],
+        on_error: list[Hook],
+        keep_records: bool,
         previously_dead: set[int] | None = None,
     ) -> None:
-        self.func = func
-        self.name = function_name(func)
+        self.executor = executor
+        self.name = name
         self.inputs = inputs
         self.writer = writer
         self.state = state
-        self.max_concurrency: int = options["max_concurrency"]
-        self.timeout: float | None = options["task_runner_timeout"] or None
-        self.dead_threshold: int = options["dead_queue_threshold"]
-        self.stop_threshold: int = options["job_run_stop_threshold"]
-        target = options["target_count"]
-        self.target_remaining = max(target - base_completed, 0) if target else 0
-        self.target_mode = bool(target)
-        self.on_complete = _as_hook_list(options.get("on_record_complete"))
-        self.on_error = _as_hook_list(options.get("on_record_error"))
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.gates = gates
+        self.on_complete = on_complete
+        self.on_error = on_error
         self.previously_dead = previously_dead or set()
+        self.counts = dict.fromkeys(COUNT_KEYS, 0)
+        self.rules = rules(self.counts)
+        self._target = next((r for r in self.rules if isinstance(r, TargetCount)), None)
+        self._rules_for = {s: [r for r in self.rules if s in r.sees] for s in ALL}
+        # a completion shown to no rule and no gate needs no Outcome: the common case
+        self._bare_completions = not (self._rules_for["completed"] or gates)
         # The records `run()` returns, by input, when this run is the whole job: handing back
         # the objects already in hand beats reading them back from storage.
         self.records: list[dict | list | None] | None = (
-            [None] * inputs.num_inputs if base_completed == 0 else None
+            [None] * inputs.num_inputs if keep_records else None
         )
 
         # what this run did
-        self.counts = dict.fromkeys(COUNT_KEYS, 0)
         self.revived = 0  # previously dead inputs that completed in this run
-        self.empty = 0  # inputs completed with an empty list of records
         self.error_summary: dict[str, int] = {}
         self.status = "completed"
         self.stop_reason: str | None = None
-        self.target_reached = False
-        self.fatal_error: BaseException | None = None  # an error marked `fatal` stopped the job
+        self.fatal_error: BaseException | None = None  # the error that stopped a failed job
 
         self._pending = pending
-        self._ready: deque[int] = deque()
+        self._queue: WorkQueue | None = None
+        self._watchdog: Watchdog | None = None
         self._attempts: dict[int, int] = {}
-        self._retry_handles: dict[int, asyncio.TimerHandle] = {}
-        self._streak: set[int] = set()
-        self._busy = 0
         self._stopping = False
-        self._waiter: asyncio.Future | None = None
-        self._tasks: list[asyncio.Task] = []
-        self._deadlines: list[float | None] = [None] * self.max_concurrency
-        self._timed_out = [False] * self.max_concurrency
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._state_version = state.version
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    # public ------------------------------------------------------------------------------
+    @property
+    def target_reached(self) -> bool:
+        return self._target is not None and self._target.reached
+
+    @property
+    def done(self) -> int:
+        return self.counts["completed"] + self.counts["dead"]
+
+    # the job ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Run until every input is done or dead, the target is reached, or a stop rule fires."""
-        self._loop = asyncio.get_running_loop()
-        if self.target_mode and self.target_remaining == 0:
+        """Run until every input is done or dead, or a rule stops the job."""
+        loop = asyncio.get_running_loop()
+        self._queue = WorkQueue(self._pending, loop)
+        if self._target is not None and self._target.reached:
             self._stop("completed", "target_count already reached")
-            self.target_reached = True
             return
-        self._tasks = [
-            self._loop.create_task(self._worker(wid)) for wid in range(self.max_concurrency)
-        ]
+        if self.timeout is not None:
+            self._watchdog = Watchdog(loop, self.timeout, self.concurrency)
+        await self.executor.start()
+        self._tasks = [loop.create_task(self._worker(wid)) for wid in range(self.concurrency)]
+        if self._watchdog is not None:
+            for wid, task in enumerate(self._tasks):
+                self._watchdog.watch(wid, task)
         try:
             await asyncio.wait(self._tasks)
         except BaseException:
@@ -141,80 +139,14 @@ class Runner:
             raise
         finally:
             if self._watchdog is not None:
-                self._watchdog.cancel()
+                self._watchdog.close()
             self._save_state()
+            await self.executor.close()
         for task in self._tasks:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # a bug in the runner or storage, not the user's function
         if not self._stopping:
             self.stop_reason = "all inputs done"
-
-    @property
-    def done(self) -> int:
-        return self.counts["completed"] + self.counts["dead"]
-
-    # scheduling ----------------------------------------------------------------------------
-    def _next_index(self) -> int | None:
-        if self._stopping:
-            return None
-        if self._ready:
-            return self._ready.popleft()
-        return next(self._pending, None)
-
-    async def _worker(self, wid: int) -> None:
-        while True:
-            index = self._next_index()
-            if index is None:
-                if self._stopping or (self._busy == 0 and not self._retry_handles):
-                    self._wake()
-                    return
-                waiter = self._waiter
-                if waiter is None or waiter.done():
-                    waiter = self._waiter = self._loop.create_future()
-                await waiter
-                continue
-            self._busy += 1
-            try:
-                await self._attempt(index, wid)
-            finally:
-                self._busy -= 1
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _retry_later(self, index: int, attempts: int, hint: float | None = None) -> None:
-        """Backoff with jitter, or the delay the error asked for (`retry_after`, seconds)."""
-        self._attempts[index] = attempts
-        if hint is not None:
-            delay = hint
-        else:
-            delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (attempts - 1))
-            delay *= 0.5 + random.random()
-        self._retry_handles[index] = self._loop.call_later(delay, self._retry_ready, index)
-
-    def _retry_ready(self, index: int) -> None:
-        del self._retry_handles[index]
-        if not self._stopping:
-            self._ready.append(index)
-        self._wake()
-
-    def _watchdog_fire(self) -> None:
-        self._watchdog = None
-        now = self._loop.time()
-        deadlines = self._deadlines
-        earliest = None
-        for wid, deadline in enumerate(deadlines):
-            if deadline is None:
-                continue
-            if deadline <= now:
-                deadlines[wid] = None
-                self._timed_out[wid] = True
-                self._tasks[wid].cancel()
-            elif earliest is None or deadline < earliest:
-                earliest = deadline
-        if earliest is not None:
-            self._watchdog = self._loop.call_at(earliest, self._watchdog_fire)
 
     def _stop(self, status: str, reason: str) -> None:
         if self._stopping:
@@ -222,94 +154,108 @@ class Runner:
         self._stopping = True
         self.status = status
         self.stop_reason = reason
-        for handle in self._retry_handles.values():
-            handle.cancel()
-        self._retry_handles.clear()
-        current = asyncio.current_task() if self._loop is not None else None
+        if self._queue is not None:
+            self._queue.close()
+        current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
                 task.cancel()
-        self._wake()
 
-    # one attempt ---------------------------------------------------------------------------
-    async def _attempt(self, index: int, wid: int) -> None:
-        attempt = self._attempts.pop(index, 0) + 1
-        kwargs = self.inputs.kwargs(index)
-        error: BaseException | None = None
-        records: list = []
-        verdict: str | None = None
-        if self.timeout is not None:
-            deadline = self._loop.time() + self.timeout
-            self._deadlines[wid] = deadline
-            if self._watchdog is None:
-                self._watchdog = self._loop.call_at(deadline, self._watchdog_fire)
+    async def _worker(self, wid: int) -> None:
+        queue = self._queue
+        assert queue is not None
+        attempt = self._gated if self.gates else self._attempt
+        while True:
+            index = queue.take()
+            if index is None:
+                await queue.wait()
+                if queue.finished:
+                    return
+                continue
+            try:
+                await attempt(index, wid)
+            finally:
+                queue.done()
+
+    # one input ---------------------------------------------------------------------------------
+    async def _gated(self, index: int, wid: int) -> Outcome | None:
+        for gate in self.gates:
+            await gate.acquire(index)
+        outcome = None
         try:
-            out = await self.func(**kwargs)
-            self._deadlines[wid] = None
+            outcome = await self._attempt(index, wid)
+        finally:
+            for gate in self.gates:
+                gate.release(index, outcome)
+        return outcome
+
+    async def _attempt(self, index: int, wid: int) -> Outcome | None:
+        """Call the function for one input, store what came of it, apply the rules."""
+        attempt = self._attempts.pop(index, 0) + 1
+        records: list[Any] = []
+        error: BaseException | None = None
+        watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.arm(wid)
+        try:
+            out = await self.executor.call(index, attempt, self.inputs.kwargs(index))
             records = self._normalize(out)
         except asyncio.CancelledError as exc:
-            self._deadlines[wid] = None
-            if self._timed_out[wid]:
-                error = TimeoutError(
-                    f"{self.name} took longer than task_runner_timeout={self.timeout}s"
-                )
-            elif self._stopping or _cancel_requested():
-                raise
-            else:  # raised by the function itself (a leaked cancel scope): a failed attempt
-                error = exc
+            error = self._not_ours(exc, wid)
         except Exception as exc:
-            self._deadlines[wid] = None
             error = exc
-        if self._timed_out[wid]:
-            self._timed_out[wid] = False
-            uncancel = getattr(self._tasks[wid], "uncancel", None)
-            if uncancel is not None:
-                uncancel()
-            if error is None:
-                error = TimeoutError(
-                    f"{self.name} took longer than task_runner_timeout={self.timeout}s"
-                )
+        if watchdog is not None and watchdog.disarm(wid) and error is None:
+            error = self._timeout_error()
+        verdict = None
         if error is None and self.on_complete:
             try:
                 verdict = await self._run_complete_hooks(records)
             except Exception as exc:
                 error = exc
         if self._stopping:
-            return
+            return None
+        if error is None:
+            try:
+                if verdict is None:
+                    self.writer.input_done(index, "completed", attempt, records)
+                else:
+                    self.writer.attempt(index, attempt, verdict, records, None)
+            except Exception as exc:  # records the storage cannot encode (not JSON, cyclic)
+                error = exc
         if error is not None:
             await self._failed(index, attempt, error)
-            return
-        self._streak.clear()
-        if verdict is None:
-            try:
-                self.writer.input_done(index, "completed", attempt, records)
-            except Exception as exc:  # records the storage cannot encode (not JSON, cyclic)
-                await self._failed(index, attempt, exc)
-                return
+            if self._stopping:
+                return None
+            outcome = Outcome(index, attempt, "failed", error)
+        elif verdict is None:
             self.counts["completed"] += 1
             if self.records is not None:  # a lone record is kept without its list: 1M × 72 B
                 self.records[index] = records[0] if len(records) == 1 else records
             if index in self.previously_dead:
                 self.revived += 1
-            self._save_state()
-            if not records:  # completed with nothing to keep: it does not count toward a target
-                self.empty += 1
-            elif (
-                self.target_mode and self.counts["completed"] - self.empty >= self.target_remaining
-            ):
-                self.target_reached = True
-                self._stop("completed", "target_count reached")
-            return
-        try:
-            self.writer.attempt(index, attempt, verdict, records, None)
-        except Exception as exc:
-            await self._failed(index, attempt, exc)
-            return
-        self.counts[verdict] += 1
+            if self._bare_completions:
+                self._save_state()
+                return None
+            outcome = Outcome(index, attempt, "completed", None, len(records))
+        else:
+            self.counts[verdict] += 1
+            outcome = Outcome(index, attempt, verdict, None, len(records))
         self._save_state()
-        self._again_or_dead(index, attempt)
+        self._apply_rules(outcome)
+        return outcome
 
-    def _normalize(self, out: Any) -> list:
+    def _not_ours(self, exc: asyncio.CancelledError, wid: int) -> BaseException:
+        """A cancellation of the call: a timeout, the job's own (re-raised), or the function's."""
+        if self._watchdog is not None and self._watchdog.expired(wid):
+            return self._timeout_error()
+        if self._stopping or _cancel_requested():
+            raise exc
+        return exc  # raised by the function itself (a leaked cancel scope): a failed attempt
+
+    def _timeout_error(self) -> TimeoutError:
+        return TimeoutError(f"{self.name} took longer than task_runner_timeout={self.timeout}s")
+
+    def _normalize(self, out: Any) -> list[Any]:
         if type(out) is list:
             for record in out:
                 if not isinstance(record, dict):
@@ -322,7 +268,7 @@ class Runner:
             return out
         raise TypeError(f"{self.name} must return a list of dicts or a dict, not {_describe(out)}")
 
-    async def _run_complete_hooks(self, records: list) -> str | None:
+    async def _run_complete_hooks(self, records: list[Any]) -> str | None:
         verdict = None
         for hook in self.on_complete:
             result = hook(records, self.state)
@@ -333,12 +279,14 @@ class Runner:
             elif result == "filtered" and verdict is None:
                 verdict = "filtered"
             elif result not in VERDICTS:
+                name = getattr(hook, "__qualname__", repr(hook))
                 raise HookError(
-                    f"on_record_complete hook {function_name(hook)} returned {result!r}; a hook "
+                    f"on_record_complete hook {name} returned {result!r}; a hook "
                     "returns None (keep the records), 'filtered' or 'duplicate'."
                 )
         return verdict
 
+    # recording the outcome -------------------------------------------------------------------
     async def _failed(self, index: int, attempt: int, error: BaseException) -> None:
         error_type = type(error).__name__
         self.counts["failed"] += 1
@@ -357,32 +305,31 @@ class Runner:
                     await result
             except Exception as exc:
                 logger.warning("on_record_error hook %r raised %r", hook, exc)
-        if self._stopping:
-            return
-        self._save_state()
-        if getattr(error, "fatal", False) is True:  # no retry can fix it (e.g. a rejected key)
-            self.fatal_error = error
-            self._stop("failed", f"fatal error: {error_type}: {error}")
-            return
-        self._streak.add(index)
-        if self.stop_threshold and len(self._streak) >= self.stop_threshold:
-            reason = (
-                f"circuit breaker: {len(self._streak)} inputs failed in a row "
-                f"(last error {error_type}); job_run_stop_threshold={self.stop_threshold}"
-            )
-            logger.warning("starfish: job stopped by %s", reason)
-            self._stop("stopped", reason)
-            return
-        hint = getattr(error, "retry_after", None)
-        self._again_or_dead(index, attempt, hint if isinstance(hint, (int, float)) else None)
 
-    def _again_or_dead(self, index: int, attempt: int, delay: float | None = None) -> None:
-        if attempt < self.dead_threshold:
-            self._retry_later(index, attempt, delay)
-            return
-        self.writer.input_done(index, "dead", attempt, None)
-        if index not in self.previously_dead:
-            self.counts["dead"] += 1
+    def _apply_rules(self, outcome: Outcome) -> None:
+        decision = None
+        for rule in self._rules_for[outcome.status]:
+            said = rule.decide(outcome)
+            if said is None:
+                continue
+            if isinstance(said, Stop):
+                if said.status == "failed":
+                    self.fatal_error = outcome.error
+                elif said.status == "stopped":
+                    logger.warning("starfish: job stopped by %s", said.reason)
+                self._stop(said.status, said.reason)
+                return
+            if decision is None:
+                decision = said
+        index = outcome.index
+        if isinstance(decision, Retry):
+            assert self._queue is not None
+            self._attempts[index] = outcome.attempt
+            self._queue.retry_later(index, decision.delay)
+        elif decision is DEAD:
+            self.writer.input_done(index, "dead", outcome.attempt, None)
+            if index not in self.previously_dead:
+                self.counts["dead"] += 1
 
     def _save_state(self) -> None:
         if self.state.version != self._state_version:

@@ -1,0 +1,36 @@
+"""Executors: where the user's function is called. The driver keeps gates, rules and storage.
+
+`local` (the default) calls it on the job's own event loop. Another executor (a cluster)
+implements the same small interface: `call` returns an awaitable of the function's result for
+one input, and cancelling that awaitable must stop the call (the driver's watchdog keeps the
+deadline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from starfish.data_factory.executors.local import LocalExecutor
+
+
+class Executor(Protocol):
+    async def start(self) -> None:
+        """Before the first call (connect, start workers)."""
+
+    def call(self, index: int, attempt: int, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """The function's result for one input (it may raise what the function raised)."""
+        ...
+
+    async def close(self) -> None:
+        """After the last call, however the job ended."""
+
+
+def make_executor(name: str, func: Callable[..., Any]) -> Executor:
+    """The executor for an `executor=` option value."""
+    if name == "local":
+        return LocalExecutor(func)
+    raise ValueError(f"unknown executor {name!r}")
+
+
+__all__ = ["Executor", "LocalExecutor", "make_executor"]

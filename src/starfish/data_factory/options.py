@@ -1,0 +1,135 @@
+"""The options of a data factory: one frozen, validated value, checked where it is written.
+
+A bad option is an `OptionsError` (a `ValueError`) at decoration naming the option and the
+fix, so a typo never surfaces half-way through a paid run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starfish.errors import OptionsError
+
+Hook = Callable[..., Any]
+Hooks = Hook | list[Hook] | tuple[Hook, ...] | None
+
+STORAGES = ("local", "in_memory")
+HOOK_OPTIONS = ("on_record_complete", "on_record_error")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Options:
+    """Every `@data_factory` option with its default; build it with `Options.create`."""
+
+    storage: str = "local"
+    batch_size: int = 1
+    target_count: int = 0
+    dead_queue_threshold: int = 3
+    max_concurrency: int = 10
+    initial_state_values: Mapping[str, Any] | None = None
+    on_record_complete: Hooks = None
+    on_record_error: Hooks = None
+    show_progress: bool = True
+    task_runner_timeout: float | None = 60
+    job_run_stop_threshold: int = 3
+    rate_limit: str | None = None
+
+    @classmethod
+    def create(cls, options: Mapping[str, Any] | None = None) -> Options:
+        """Options from keyword values; unknown names and bad values raise `OptionsError`."""
+        options = dict(options or {})
+        unknown = set(options) - set(NAMES)
+        if unknown:
+            raise OptionsError(
+                f"unknown data_factory option(s): {', '.join(sorted(unknown))}; "
+                f"valid options are {', '.join(NAMES)}."
+            )
+        opts = cls(**options)
+        opts._validate()
+        return opts
+
+    def replace(self, **changes: Any) -> Options:
+        """A copy with some options changed, validated like the decorator's."""
+        return Options.create({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in NAMES}
+
+    def public_config(self) -> dict[str, Any]:
+        """The options as stored and shown: JSON-safe, hooks by name."""
+        config = self.to_dict()
+        for name in HOOK_OPTIONS:
+            config[name] = [getattr(h, "__qualname__", repr(h)) for h in hook_list(config[name])]
+        if config["initial_state_values"] is not None:
+            config["initial_state_values"] = dict(config["initial_state_values"])
+        return config
+
+    @property
+    def timeout(self) -> float | None:
+        return self.task_runner_timeout or None
+
+    def _validate(self) -> None:
+        if self.storage not in STORAGES:
+            raise OptionsError(f"storage must be 'local' or 'in_memory', got {self.storage!r}.")
+        _check_int("batch_size", self.batch_size, 1, "finished inputs per storage transaction")
+        _check_int("target_count", self.target_count, 0, "0 means one per input")
+        _check_int("dead_queue_threshold", self.dead_queue_threshold, 1, "attempts per input")
+        _check_int("max_concurrency", self.max_concurrency, 1, "calls running at once")
+        _check_int(
+            "job_run_stop_threshold",
+            self.job_run_stop_threshold,
+            0,
+            "consecutive failed inputs before the job stops; 0 disables the circuit breaker",
+        )
+        timeout = self.task_runner_timeout
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise OptionsError(
+                f"task_runner_timeout must be a number of seconds > 0, or None for no limit, "
+                f"got {timeout!r}."
+            )
+        init = self.initial_state_values
+        if init is not None and not isinstance(init, Mapping):
+            raise OptionsError(f"initial_state_values must be a dict or None, got {init!r}.")
+        if not isinstance(self.show_progress, bool):
+            raise OptionsError(f"show_progress must be True or False, got {self.show_progress!r}.")
+        for name in HOOK_OPTIONS:
+            _check_hooks(name, getattr(self, name))
+        if self.rate_limit is not None:
+            from starfish.data_factory.gates import parse_rate
+
+            parse_rate(self.rate_limit)
+
+
+NAMES = tuple(f.name for f in dataclasses.fields(Options))
+
+
+def hook_list(hooks: Hooks) -> list[Hook]:
+    if hooks is None:
+        return []
+    if callable(hooks):
+        return [hooks]
+    return list(hooks)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
+    if not _is_int(value) or value < minimum:
+        raise OptionsError(f"{name} must be an integer >= {minimum} ({meaning}), got {value!r}.")
+
+
+def _check_hooks(name: str, value: Any) -> None:
+    if value is None or callable(value):
+        return
+    if isinstance(value, (list, tuple)) and all(callable(h) for h in value):
+        return
+    raise OptionsError(
+        f"{name} must be a callable or a list of callables taking (output, state) "
+        f"or (error, state), got {value!r}."
+    )
