@@ -146,6 +146,7 @@ def cmd_resume_finish(args: argparse.Namespace) -> None:
     from starfish import data_factory
 
     make_noop(args.concurrency, "local", counted=True)
+    preload()
     start = time.perf_counter()
     try:
         records = data_factory.resume_from_checkpoint(args.job_id)
