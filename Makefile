@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/ray
+	bash tests/ray/run.sh
 
 demo: $(STAMP)
 	bash examples/demo.sh

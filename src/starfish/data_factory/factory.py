@@ -38,6 +38,10 @@ class DataFactory:
         check_async(func)
         self.func = func
         self._options = options if isinstance(options, Options) else Options.create(options)
+        if self._options.executor != "local":
+            from starfish.data_factory.executors import check_portable
+
+            check_portable(self._options.executor, func)
         self.job_id: str | None = None
         self.state = JobState(self._options.initial_state_values)
         self._inputs: InputSpec | None = None

@@ -134,7 +134,9 @@ async def execute(
     writer = storage.open_writer(job_id, options.batch_size)
     target = options.target_count
     runner = Runner(
-        executor=make_executor("local", func),
+        executor=make_executor(
+            options.executor, func, timeout=options.timeout, concurrency=options.max_concurrency
+        ),
         name=name,
         inputs=inputs,
         pending=pending,

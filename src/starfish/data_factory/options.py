@@ -16,6 +16,7 @@ Hook = Callable[..., Any]
 Hooks = Hook | list[Hook] | tuple[Hook, ...] | None
 
 STORAGES = ("local", "in_memory")
+EXECUTORS = ("local", "ray")
 HOOK_OPTIONS = ("on_record_complete", "on_record_error")
 
 
@@ -35,6 +36,7 @@ class Options:
     task_runner_timeout: float | None = 60
     job_run_stop_threshold: int = 3
     rate_limit: str | None = None
+    executor: str = "local"
 
     @classmethod
     def create(cls, options: Mapping[str, Any] | None = None) -> Options:
@@ -98,6 +100,15 @@ class Options:
             raise OptionsError(f"show_progress must be True or False, got {self.show_progress!r}.")
         for name in HOOK_OPTIONS:
             _check_hooks(name, getattr(self, name))
+        if self.executor not in EXECUTORS:
+            raise OptionsError(f"executor must be 'local' or 'ray', got {self.executor!r}.")
+        if self.executor == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise OptionsError(
+                    "executor='ray' needs Ray, which is not installed: pip install 'starfish[ray]'."
+                )
         if self.rate_limit is not None:
             from starfish.data_factory.gates import parse_rate
 

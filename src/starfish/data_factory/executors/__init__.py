@@ -26,11 +26,34 @@ class Executor(Protocol):
         """After the last call, however the job ended."""
 
 
-def make_executor(name: str, func: Callable[..., Any]) -> Executor:
-    """The executor for an `executor=` option value."""
+def make_executor(
+    name: str, func: Callable[..., Any], *, timeout: float | None, concurrency: int
+) -> Executor:
+    """The executor for an `executor=` option value (Ray is imported only for `ray`)."""
+    if name == "ray":
+        from starfish.data_factory.executors.ray import RayExecutor
+
+        return RayExecutor(func, timeout, concurrency)
+    return LocalExecutor(func)
+
+
+def check_portable(name: str, func: Callable[..., Any]) -> None:
+    """An executor that runs calls in other processes needs a function cloudpickle can ship."""
     if name == "local":
-        return LocalExecutor(func)
-    raise ValueError(f"unknown executor {name!r}")
+        return
+    import cloudpickle
+
+    from starfish.errors import OptionsError
+
+    try:
+        cloudpickle.dumps(func)
+    except Exception as exc:
+        fname = getattr(func, "__qualname__", repr(func))
+        raise OptionsError(
+            f"executor={name!r} sends {fname} to other processes, but it cannot be pickled "
+            f"({type(exc).__name__}: {exc}); keep what it uses (clients, locks, open files) "
+            "out of its closure, e.g. create them inside the function."
+        ) from None
 
 
 __all__ = ["Executor", "LocalExecutor", "make_executor"]
