@@ -264,3 +264,37 @@ def test_a_long_running_process_reaps_its_deliverer(receiver: PostHogReceiver) -
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_concurrent_processes_and_deliverers_send_every_event_exactly_once(
+    receiver: PostHogReceiver,
+) -> None:
+    """Writers append while deliverers replace the outbox: no event lost, none sent twice."""
+    code = textwrap.dedent(
+        """
+        import sys, time
+        from starfish.telemetry import TelemetryData, capture_job_event
+        first = int(sys.argv[1])
+        for n in range(first, first + 25):
+            capture_job_event(TelemetryData(num_inputs=n))
+            time.sleep(0.04)  # long enough for this process's deliverer to start meanwhile
+        """
+    )
+    env = {**os.environ, "CI": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(first)], env=env)
+        for first in range(0, 200, 25)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0
+    # Whoever found a deliverer alive left its events to it: it sent them before it ended.
+    receiver.wait_for_events(200, timeout=30)
+    wait_deliverers_done()
+    assert _inputs_count(receiver.events()) == {n: 1 for n in range(200)}
+    # And a later run finds nothing left to resend.
+    run_py(capture_code(n=1000), env={"CI": "1"})
+    receiver.wait_for_events(201, timeout=30)
+    wait_deliverers_done()
+    got = _inputs_count(receiver.events())
+    assert got == {n: 1 for n in [*range(200), 1000]}
+    assert outbox.read_outbox(app_dir()) == []

@@ -359,6 +359,9 @@ class AnalyticsService:
         lock_fd = outbox.try_delivery_lock(self.directory)
         if lock_fd is None and not unsaved:
             return
+        if lock_fd is not None and os.name == "nt":  # no handing over there: the child locks
+            outbox.release_delivery_lock(lock_fd)
+            lock_fd = None
         try:
             self._spawn(lock_fd, unsaved)
         finally:
@@ -525,6 +528,7 @@ def _flush_all_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
+    outbox.after_fork_in_child()
     for service in list(_services):
         service._after_fork_in_child()
 
