@@ -1,7 +1,9 @@
 """Telemetry costs: capture on the caller's thread, and the exit time it adds to a process.
 
 (a) `capture_event` / `capture_job_event` cost per call, median and p99 over `--calls` calls,
-    plus the first call of a process (settings are read then).
+    plus the first call of a process (settings are read then). With sending on, a finished
+    job's event is appended to the outbox on the caller's thread (so `os._exit` cannot lose it);
+    in local mode (the default while no project key is configured) it is only queued.
 (b) Added exit wall time of a whole process that captures one job event, against a loopback
     PostHog receiver that answers ok / refuses / answers 500 / accepts and never answers, versus
     the same process with telemetry off: medians over `--runs` runs. For comparison, the same
@@ -26,6 +28,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_ID = "0b9f6a36-6f5b-4d5e-9d0c-2f6e8e3a0a11"
+# Sending needs a project key; this one only ever reaches the loopback receiver or a dead port.
+BENCH_KEY = "phc_benchLoopbackOnly"
 
 OURS = f"""
 import time
@@ -94,6 +98,17 @@ def bench_capture(calls: int) -> dict[str, Any]:
             samples.append(clock() - start)
         svc._queue.clear()
         results[name] = _quantiles(samples)
+    os.environ["TELEMETRY_ENABLED"] = "local"
+    service_module._reset_default_service()
+    local = service_module.default_service()
+    samples = []
+    for _ in range(calls):
+        start = clock()
+        capture_job_event(data)
+        samples.append(clock() - start)
+    local._queue.clear()
+    results["capture_job_event (local)"] = _quantiles(samples)
+    service_module._reset_default_service()
     os.environ["TELEMETRY_ENABLED"] = "false"
     samples = []
     for _ in range(calls):
@@ -156,7 +171,12 @@ def _one_run(code: str, env: dict[str, str]) -> tuple[float, float]:
 def bench_exit(runs: int) -> dict[str, Any]:
     receiver_cls = _receiver_class()
     receivers = {mode: receiver_cls(mode).start() for mode in ("ok", "refuse", "500", "hang")}
-    base = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CI": "1"}
+    base = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "CI": "1",
+        "STARFISH_TELEMETRY_API_KEY": BENCH_KEY,
+    }
     base.pop("TELEMETRY_DEBUG", None)
     base.pop("DO_NOT_TRACK", None)
     variants: dict[str, tuple[str, dict[str, str]]] = {
@@ -171,7 +191,12 @@ def bench_exit(runs: int) -> dict[str, Any]:
         for _ in range(runs):  # alternate variants within each round, so drift hits all alike
             for name, (code, extra) in variants.items():
                 with tempfile.TemporaryDirectory() as appdir:
-                    env = {**base, **extra, "STARFISH_LOCAL_STORAGE_DIR": appdir}
+                    env = {
+                        **base,
+                        **extra,
+                        "STARFISH_LOCAL_STORAGE_DIR": appdir,
+                        "STARFISH_CONFIG_DIR": appdir,
+                    }
                     samples[name].append(_one_run(code, env))
                     _wait_quiet(appdir)
     finally:
@@ -202,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as appdir:
         os.environ.update(
             STARFISH_LOCAL_STORAGE_DIR=appdir,
+            STARFISH_CONFIG_DIR=appdir,  # never the user's saved choice
+            STARFISH_TELEMETRY_API_KEY=BENCH_KEY,
             TELEMETRY_ENABLED="true",
             POSTHOG_HOST="http://127.0.0.1:9",
             CI="1",

@@ -11,6 +11,8 @@ import pytest
 from tests.posthog_receiver import PostHogReceiver
 
 DEAD_LOOPBACK = "http://127.0.0.1:9"
+# A syntactically real project key: with it, telemetry may send (to the loopback receiver).
+TEST_API_KEY = "phc_loopbackReceiverTestKey"
 
 
 def _is_loopback(address: object) -> bool:
@@ -51,12 +53,14 @@ def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A fresh app data dir, telemetry off and aimed at a dead loopback port.
+    """A fresh app data dir and config dir, telemetry off and aimed at a dead loopback port.
 
     The variables are set in os.environ, so subprocesses inherit them too. A test that wants
     telemetry uses the `receiver` fixture, which turns it on and aims it at a live receiver.
     """
     monkeypatch.setenv("STARFISH_LOCAL_STORAGE_DIR", str(tmp_path_factory.mktemp("appdata")))
+    # The saved telemetry choice lives in the user config dir: never the real one in tests.
+    monkeypatch.setenv("STARFISH_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
     monkeypatch.setenv("TELEMETRY_ENABLED", "false")
     monkeypatch.setenv("POSTHOG_HOST", DEAD_LOOPBACK)
     for name in ("DO_NOT_TRACK", "TELEMETRY_DEBUG", "STARFISH_TELEMETRY_API_KEY"):
@@ -78,9 +82,10 @@ def _no_in_memory_jobs_between_tests() -> Iterator[None]:
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[PostHogReceiver]:
-    """A live loopback PostHog receiver with telemetry turned on and pointed at it."""
+    """A live loopback PostHog receiver with telemetry turned on (with a key) and pointed at it."""
     rec = PostHogReceiver("ok").start()
     monkeypatch.setenv("TELEMETRY_ENABLED", "true")
+    monkeypatch.setenv("STARFISH_TELEMETRY_API_KEY", TEST_API_KEY)
     monkeypatch.setenv("POSTHOG_HOST", rec.url)
     yield rec
     rec.stop()
@@ -88,13 +93,14 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[PostHogReceiver]:
 
 @pytest.fixture
 def make_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """Factory for a receiver in a given mode (`ok`, `500`, `refuse`, `hang`)."""
+    """Factory for a receiver in a given mode (`ok`, `500`, `refuse`, `hang`, `blackhole`)."""
     started: list[PostHogReceiver] = []
 
     def make(mode: str = "ok") -> PostHogReceiver:
         rec = PostHogReceiver(mode).start()
         started.append(rec)
         monkeypatch.setenv("TELEMETRY_ENABLED", "true")
+        monkeypatch.setenv("STARFISH_TELEMETRY_API_KEY", TEST_API_KEY)
         monkeypatch.setenv("POSTHOG_HOST", rec.url)
         return rec
 

@@ -1,8 +1,9 @@
 """A real HTTP server on 127.0.0.1 that speaks PostHog's ingestion API.
 
 Tests point `POSTHOG_HOST` at it and assert on what arrived on the wire. Modes:
-`ok` (200 `{"status": 1}`), `500`, `refuse` (nothing listens on the port) and
-`hang` (reads the request, never answers).
+`ok` (200 `{"status": 1}`), `500`, `refuse` (nothing listens on the port),
+`hang` (reads the request, never answers) and `blackhole` (the port listens, but no connection
+is ever accepted or answered: a firewall that drops packets looks like this to the client).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class PostHogReceiver:
         self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._blackhole: socket.socket | None = None
         self.port = 0
 
     @property
@@ -45,6 +47,12 @@ class PostHogReceiver:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 self.port = s.getsockname()[1]
+            return self
+        if self.mode == "blackhole":
+            self._blackhole = socket.socket()
+            self._blackhole.bind(("127.0.0.1", 0))
+            self._blackhole.listen(128)
+            self.port = self._blackhole.getsockname()[1]
             return self
         receiver = self
 
@@ -83,6 +91,8 @@ class PostHogReceiver:
 
     def stop(self) -> None:
         self._release.set()
+        if self._blackhole is not None:
+            self._blackhole.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -39,6 +39,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     """As in tests/conftest.py, minus the socket guard: the namespace has only loopback."""
     assert _only_loopback(), "the Ray tests must run in a namespace with only loopback"
     monkeypatch.setenv("STARFISH_LOCAL_STORAGE_DIR", str(tmp_path_factory.mktemp("appdata")))
+    monkeypatch.setenv("STARFISH_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
     monkeypatch.setenv("TELEMETRY_ENABLED", "false")
     monkeypatch.setenv("POSTHOG_HOST", "http://127.0.0.1:9")
 

@@ -67,6 +67,18 @@ def _deliverers(directory: Path) -> list[int]:
     return pids
 
 
+def live_deliverers(directory: Path | None = None) -> list[int]:
+    """Pids of live (not zombie) delivery processes for this app data dir (Linux /proc)."""
+    pids = []
+    for pid in _deliverers(directory or app_dir()):
+        try:
+            if b"_deliver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
 def wait_deliverers_done(directory: Path | None = None, timeout: float = 20.0) -> None:
     """Block until no process (deliverer) using this app data dir is alive."""
     if not Path("/proc/self/environ").exists():

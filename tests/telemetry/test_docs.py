@@ -50,3 +50,12 @@ def test_docs_list_exactly_the_code_allow_list() -> None:
 def test_docs_types_match_the_code() -> None:
     documented = _documented()
     assert {k: t for k, (t, _) in WIRE_FIELDS.items()} == documented
+
+
+EVENT_ROW = re.compile(r"^\| `([a-z_]+)` \| ([^|]+) \|$")
+
+
+def test_docs_list_exactly_the_event_names_the_schema_allows() -> None:
+    section = DOC.read_text().split("## Events", 1)[1].split("\n## ", 1)[0]
+    names = {m.group(1) for line in section.splitlines() if (m := EVENT_ROW.match(line.strip()))}
+    assert names == set(EVENTS)

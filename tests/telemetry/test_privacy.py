@@ -24,10 +24,12 @@ from starfish.telemetry import (
     Event,
     TelemetryData,
     error_type_counts,
+    outbox,
 )
+from starfish.telemetry._deliver import _complete
 from starfish.telemetry.transport import send
 from tests.posthog_receiver import PostHogReceiver
-from tests.telemetry.conftest import run_py
+from tests.telemetry.conftest import app_dir, run_py
 
 secrets = st.builds(
     lambda head, tail: f"Sx-{head}-{tail}",
@@ -89,6 +91,11 @@ def test_no_secret_byte_reaches_the_receiver(wire_receiver: PostHogReceiver, sec
             )
         )
     events = [svc._finalize(svc._queue.popleft()) for _ in range(len(svc._queue))]
+    # The finished job went straight to the outbox: it must be clean there already.
+    saved = app_dir() / outbox.OUTBOX_FILE
+    assert secret not in saved.read_text(encoding="utf-8")
+    events += [_complete(e, app_dir()) for e in outbox.read_outbox(app_dir())]
+    saved.unlink()
     sent = send(events, api_key="phc_test", endpoint=wire_receiver.url)
     assert len(sent) == 2 and len(wire_receiver.events()) == 2
     raw, text = _wire_text(wire_receiver)

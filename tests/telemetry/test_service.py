@@ -135,3 +135,58 @@ def test_default_service_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -
     svc = default_service()
     assert svc.mode == "local" and default_service() is svc
     assert svc.endpoint == "http://127.0.0.1:9"
+
+
+def test_verbose_names_an_event_the_allow_list_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    svc = AnalyticsService(AnalyticsConfig(api_key="phc_x", local=True, verbose=True))
+    svc.capture_event(Event("page_view", {"num_inputs": 2}, client_id="c"))
+    svc.flush()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("[telemetry] ") and "'page_view'" in line
+    assert "not sent" in line.lower() and "allow-list" in line
+    assert outbox.read_log(app_dir()) == []
+
+
+def test_verbose_says_why_nothing_is_sent_when_off(capsys: pytest.CaptureFixture[str]) -> None:
+    svc = AnalyticsService(AnalyticsConfig(api_key="phc_x", active=False, verbose=True))
+    svc.capture_event(Event(JOB_EVENT, {"num_inputs": 2}, client_id="c"))
+    (line,) = capsys.readouterr().err.splitlines()
+    assert JOB_EVENT in line and "not sent" in line.lower() and "off" in line
+
+
+def test_verbose_prints_the_seed_line_for_a_sent_event(receiver) -> None:
+    code = (
+        "import os\n"
+        "from starfish.telemetry import AnalyticsConfig, AnalyticsService, Event, JOB_EVENT\n"
+        "svc = AnalyticsService(AnalyticsConfig(api_key=os.environ['STARFISH_TELEMETRY_API_KEY'],"
+        " endpoint=os.environ['POSTHOG_HOST'], verbose=True, ci=True))\n"
+        "svc.capture_event(Event(JOB_EVENT, {'num_inputs': 2}, client_id='c'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"[telemetry] Captured event: {JOB_EVENT} with data: {{")
+    assert "'num_inputs': 2" in line
+    (event,) = receiver.wait_for_events(1)
+    assert event["properties"]["num_inputs"] == 2
+
+
+def test_a_new_event_type_is_one_schema_entry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from starfish.telemetry.schema import EVENTS, JOB_FIELDS, clean_wire_properties
+
+    monkeypatch.setitem(EVENTS, "job_resumed", {"num_inputs": JOB_FIELDS["num_inputs"]})
+    svc = AnalyticsService(AnalyticsConfig(api_key="phc_x", local=True, verbose=True))
+    svc.capture_event(Event("job_resumed", {"num_inputs": 2, "prompt": "x"}, client_id="c"))
+    svc.flush()
+    assert "Captured event: job_resumed" in capsys.readouterr().err
+    (entry,) = outbox.read_log(app_dir())
+    props = entry["event"]["properties"]
+    assert props["num_inputs"] == 2 and "prompt" not in props
+    assert clean_wire_properties("job_resumed", props) == {
+        "num_inputs": 2,
+        "python_version": props["python_version"],
+        "os": props["os"],
+        "is_ci": props["is_ci"],
+    }

@@ -8,33 +8,50 @@ import pytest
 
 from starfish.telemetry.settings import (
     DEFAULT_ENDPOINT,
+    NO_KEY_REASON,
     POSTHOG_API_KEY,
     env_says_off,
     resolve,
     save_choice,
     saved_choice,
 )
+from tests.conftest import TEST_API_KEY
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No telemetry variables at all, and an empty working directory (no .env)."""
+    """No telemetry variables but a project key, and an empty working directory (no .env)."""
     for name in ("TELEMETRY_ENABLED", "POSTHOG_HOST", "CI", "GITHUB_ACTIONS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STARFISH_TELEMETRY_API_KEY", TEST_API_KEY)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
-def test_default_is_on_with_the_us_cloud_and_project_key(clean_env: Path) -> None:
+def test_default_with_a_project_key_is_on_with_the_us_cloud(clean_env: Path) -> None:
     s = resolve()
-    assert (s.mode, s.endpoint, s.api_key, s.debug) == (
-        "on",
-        DEFAULT_ENDPOINT,
-        POSTHOG_API_KEY,
-        False,
-    )
-    assert POSTHOG_API_KEY.startswith("phc_")
+    assert (s.mode, s.endpoint, s.api_key, s.debug) == ("on", DEFAULT_ENDPOINT, TEST_API_KEY, False)
     assert "default" in s.reason
+
+
+def test_default_without_a_project_key_is_local(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STARFISH_TELEMETRY_API_KEY")
+    s = resolve()
+    assert (s.mode, s.reason, s.api_key) == ("local", NO_KEY_REASON, POSTHOG_API_KEY)
+    save_choice("on")
+    assert resolve().mode == "local"
+    monkeypatch.setenv("TELEMETRY_ENABLED", "true")
+    assert (resolve().mode, resolve().reason) == ("local", NO_KEY_REASON)
+
+
+@pytest.mark.parametrize("key", ["", "phx_personalKeyThatCanReadData", "not-a-key"])
+def test_only_a_write_only_project_key_turns_sending_on(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv("STARFISH_TELEMETRY_API_KEY", key)
+    assert resolve().mode == "local"
 
 
 @pytest.mark.parametrize(

@@ -69,12 +69,12 @@ def _save(mode: str) -> None:
     typer.echo(f"saved telemetry mode '{mode}' in {path}")
     settings = resolve()
     if settings.mode != mode:
-        typer.echo(f"note: still '{settings.mode}' because of {settings.reason}", err=True)
+        typer.echo(f"note: still '{settings.mode}': {settings.reason}", err=True)
 
 
 @app.command()
 def enable() -> None:
-    """Send anonymous usage events (the default)."""
+    """Send anonymous usage events (the default, once a project key is configured)."""
     _save("on")
 
 

@@ -218,7 +218,7 @@ async def execute(
             counts=runner.counts,
             error_summary=runner.error_summary,
             execution_time=run_time,
-            target_reached=runner.target_reached,
+            target_reached=counts["completed"] >= (options.target_count or n),
         )
     if status != "completed":
         logger.warning("starfish: job %s %s: %s", job_id, status, reason)

@@ -31,7 +31,11 @@ def send_job_event(
     execution_time: float,
     target_reached: bool,
 ) -> None:
-    """Build the event and hand it to telemetry; never lets telemetry break a job."""
+    """Build the event and hand it to telemetry; never lets telemetry break a job.
+
+    `target_reached` is the original library's: the job's completed inputs (over all its runs)
+    reached `target_count`, or every input when `target_count` is 0.
+    """
     try:
         from starfish import __version__
         from starfish.telemetry.schema import CONFIG_FIELDS, COUNT_FIELDS, TelemetryData

@@ -2,17 +2,24 @@
 
 Two locks keep concurrent processes honest. The *file lock* guards every edit of the two files
 and is held for milliseconds, so a user's process never waits on it for long. The *delivery
-lock* is held by one deliverer for the whole send, so two deliverers never send the same
-outbox; user processes never take it.
+lock* is held by the one deliverer of an app data dir for its whole life: a user's process takes
+it only to hand it, already held, to the deliverer it starts (so there is never a moment in which
+a second one could start), and starts none when it is taken (the live one sends what it finds).
+
+A finished job's event is appended at capture by `OutboxWriter`, so a process that ends at once
+(`os._exit`, a forked worker, a killed kernel) still leaves it for a deliverer. That append is a
+few system calls: the lock and the file stay open, and the outbox is only ever replaced as a
+whole (`os.replace`), which the writer notices from its open file's link count.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +29,30 @@ FILE_LOCK = ".telemetry.lock"
 DELIVERY_LOCK = ".telemetry_delivery.lock"
 MAX_OUTBOX = 1000
 MAX_LOG = 1000
+# Past this size the writer trims the outbox to its newest MAX_OUTBOX lines: rarely, so the
+# append itself never reads the file (a job event is about 700 bytes).
+COMPACT_BYTES = 2 * 1024 * 1024
+
+
+_fcntl: Any = None  # the module once imported (not at import time: keep `import starfish` fast)
+
+
+def _posix_locks() -> Any:
+    """The fcntl module, or False on Windows."""
+    global _fcntl
+    if _fcntl is None:
+        try:
+            import fcntl
+
+            _fcntl = fcntl
+        except ImportError:
+            _fcntl = False
+    return _fcntl
 
 
 def _try_lock(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    fcntl = _fcntl or _posix_locks()
+    if fcntl is False:  # Windows
         import msvcrt
 
         try:
@@ -43,9 +68,8 @@ def _try_lock(fd: int) -> bool:
 
 
 def _unlock(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:
+    fcntl = _fcntl or _posix_locks()
+    if fcntl is False:
         import msvcrt
 
         os.lseek(fd, 0, os.SEEK_SET)
@@ -54,24 +78,60 @@ def _unlock(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+# The file lock is a POSIX record lock (`os.lockf`, no import on the caller's thread, unlike
+# fcntl's 0.3 ms). Record locks belong to a process, not to an open file, and closing any open
+# file of the lock file drops them, so every holder in this process first takes this mutex.
+# The delivery lock is a `flock` instead: it must pass to the child that is started with it.
+_process_mutex = threading.Lock()
+
+
+def _try_file_lock(fd: int) -> bool:
+    if not hasattr(os, "lockf"):  # Windows
+        return _try_lock(fd)
+    try:
+        os.lockf(fd, os.F_TLOCK, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _file_unlock(fd: int) -> None:
+    if hasattr(os, "lockf"):
+        os.lockf(fd, os.F_ULOCK, 0)
+    else:
+        _unlock(fd)
+
+
+def after_fork_in_child() -> None:
+    """A fork while another thread held the mutex would leave it held forever in the child."""
+    global _process_mutex
+    _process_mutex = threading.Lock()
+
+
 @contextmanager
 def locked(path: Path, timeout: float) -> Iterator[bool]:
-    """Hold an exclusive lock on `path` if it can be had within `timeout`; yields whether it was.
+    """Hold the file lock `path` if it can be had within `timeout`; yields whether it was.
 
     The OS drops the lock when the holder dies, so a killed deliverer never blocks the next one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    acquired = False
+    deadline = time.monotonic() + timeout
+    mutex = _process_mutex
+    if not mutex.acquire(timeout=max(timeout, 0)):
+        yield False
+        return
     try:
-        deadline = time.monotonic() + timeout
-        while not (acquired := _try_lock(fd)) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        yield acquired
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        acquired = False
+        try:
+            acquired = _lock_within(fd, deadline - time.monotonic())
+            yield acquired
+        finally:
+            if acquired:
+                _file_unlock(fd)
+            os.close(fd)
     finally:
-        if acquired:
-            _unlock(fd)
-        os.close(fd)
+        mutex.release()
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -120,7 +180,115 @@ def append_outbox(directory: Path, events: list[dict[str, Any]], timeout: float)
 
 
 def read_outbox(directory: Path) -> list[dict[str, Any]]:
-    return _read_jsonl(directory / OUTBOX_FILE)
+    """The undelivered events, at most the newest MAX_OUTBOX (older ones are dropped)."""
+    return _read_jsonl(directory / OUTBOX_FILE)[-MAX_OUTBOX:]
+
+
+def _lock_within(fd: int, timeout: float) -> bool:
+    """The file lock on `fd` within `timeout` (the caller holds the process mutex)."""
+    if _try_file_lock(fd):
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.001)
+        if _try_file_lock(fd):
+            return True
+    return False
+
+
+def _compact(path: Path) -> None:
+    """Keep the newest MAX_OUTBOX lines, without parsing them (the caller holds the file lock)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(b"".join(lines[-MAX_OUTBOX:]))
+    os.replace(tmp, path)
+
+
+class OutboxWriter:
+    """Appends finished jobs' events to one app data dir's outbox, from any thread.
+
+    Keeps the lock file and the outbox open: an append is lock, fstat, write, unlock. A process
+    forked while this is open calls `forget()` in the child, which must not share the parent's
+    open files.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock_path = str(directory / FILE_LOCK)
+        self._path = str(directory / OUTBOX_FILE)
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+
+    def append(self, line: bytes, timeout: float) -> bool:
+        """Append one JSON line; False (nothing written) if the lock or the disk says no."""
+        mutex = _process_mutex
+        if not mutex.acquire(timeout=timeout):
+            return False
+        try:
+            if self._lock_fd is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            if not _lock_within(self._lock_fd, timeout):
+                return False
+            try:
+                self._append_locked(line)
+            finally:
+                _file_unlock(self._lock_fd)
+            return True
+        except OSError:
+            self.forget()
+            return False
+        finally:
+            mutex.release()
+
+    def _append_locked(self, line: bytes) -> None:
+        fd = self._fd
+        if fd is not None:
+            info = os.fstat(fd)
+            if info.st_nlink == 0:  # a deliverer replaced the file: append to the new one
+                os.close(fd)
+                fd = self._fd = None
+        if fd is None:
+            fd = self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            info = os.fstat(fd)
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        if info.st_size + len(line) > COMPACT_BYTES:
+            _compact(Path(self._path))
+        if os.name == "nt":  # an open file there would block the deliverer's os.replace
+            os.close(fd)
+            self._fd = None
+
+    def forget(self) -> None:
+        """Close the files; a forked child opens its own (record locks are not inherited)."""
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                with suppress(OSError):
+                    os.close(fd)
+        self._fd = self._lock_fd = None
+
+
+def try_delivery_lock(directory: Path) -> int | None:
+    """An open file holding the delivery lock, or None when someone holds it (or no dir)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / DELIVERY_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        if _try_lock(fd):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def release_delivery_lock(fd: int) -> None:
+    with suppress(OSError):
+        _unlock(fd)
+    os.close(fd)
 
 
 def settle(
@@ -129,16 +297,24 @@ def settle(
     log_entries: list[dict[str, Any]],
     timeout: float = 5.0,
 ) -> bool:
-    """Remove delivered (or undeliverable) events by uuid and log what left, in one step."""
+    """Remove delivered (or undeliverable) events by uuid and log what left, in one step.
+
+    Lines without a uuid (damaged, or foreign) go too: they could never be settled.
+    """
     with locked(directory / FILE_LOCK, timeout) as ok:
         if not ok:
             return False
         if done:
             path = directory / OUTBOX_FILE
-            _write_jsonl(path, [e for e in _read_jsonl(path) if e.get("uuid") not in done])
+            kept = [e for e in read_outbox(directory) if _uuid(e) and e["uuid"] not in done]
+            _write_jsonl(path, kept)
         if log_entries:
             _append_bounded(directory / LOG_FILE, log_entries, MAX_LOG)
         return True
+
+
+def _uuid(event: dict[str, Any]) -> bool:
+    return isinstance(event.get("uuid"), str) and bool(event["uuid"])
 
 
 def append_log(directory: Path, entries: list[dict[str, Any]], timeout: float) -> bool:

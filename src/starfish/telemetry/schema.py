@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 JOB_EVENT = "data_factory_job_complete"
 
@@ -91,8 +91,16 @@ def error_type_counts(errors: Iterable[BaseException | type[BaseException]]) -> 
     return counts
 
 
+# The checks run on the caller's thread for every finished job, so each takes the common case
+# (an exact int, str or dict) first and falls back to the general rule.
+
+
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[Any, Any]]:
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _count(value: object) -> int | None:
@@ -107,9 +115,20 @@ def _number(value: object) -> int | float | None:
     return None
 
 
+_KNOWN_GOOD_MAX = 512
+
+
 def _matching(pattern: re.Pattern[str]) -> Callable[[object], str | None]:
+    good: set[str] = set()  # strings already seen to match: versions, modes repeat every job
+
     def check(value: object) -> str | None:
-        return value if isinstance(value, str) and pattern.fullmatch(value) else None
+        if type(value) is str and value in good:
+            return value
+        if isinstance(value, str) and pattern.fullmatch(value):
+            if type(value) is str and len(good) < _KNOWN_GOOD_MAX:
+                good.add(value)
+            return value
+        return None
 
     return check
 
@@ -128,7 +147,7 @@ def _duration(value: object) -> float | None:
 
 
 def _config(value: object) -> dict[str, int | float | None] | None:
-    if not isinstance(value, Mapping):
+    if not _is_mapping(value):
         return None
     out: dict[str, int | float | None] = {}
     for key in CONFIG_FIELDS:
@@ -140,19 +159,18 @@ def _config(value: object) -> dict[str, int | float | None] | None:
 
 
 def _counts(value: object) -> dict[str, int] | None:
-    if not isinstance(value, Mapping):
+    if not _is_mapping(value):
         return None
     return {k: value[k] for k in COUNT_FIELDS if k in value and _count(value[k]) is not None}
 
 
+_type_name = _matching(_TYPE_NAME)
+
+
 def _errors(value: object) -> dict[str, int] | None:
-    if not isinstance(value, Mapping):
+    if not _is_mapping(value):
         return None
-    kept = [
-        (k, v)
-        for k, v in value.items()
-        if isinstance(k, str) and _TYPE_NAME.fullmatch(k) and _count(v) is not None
-    ]
+    kept = [(k, v) for k, v in value.items() if _type_name(k) is not None and _count(v) is not None]
     if len(kept) > MAX_ERROR_TYPES:
         kept.sort(key=lambda kv: (-kv[1], kv[0]))
         del kept[MAX_ERROR_TYPES:]

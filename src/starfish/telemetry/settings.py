@@ -4,6 +4,10 @@ Precedence, highest first: an off switch anywhere in the environment (`TELEMETRY
 false-ish, `DO_NOT_TRACK`), then `TELEMETRY_ENABLED=local|true`, then the choice saved with
 `starfish telemetry enable|disable|local`, then the default (on). A `.env` file in the working
 directory counts as environment, but real environment variables win over it.
+
+"On" needs a project key to send with: without one (the packaged key is a placeholder until a
+release sets the real one), "on" becomes "local", so no process is started and nothing claims to
+send. The saved choice is the user's, so it lives in the user config dir, not next to the data.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from pathlib import Path
 from starfish.paths import app_data_dir
 
 DEFAULT_ENDPOINT = "https://us.i.posthog.com"
-# The project's write-only ("phc_") PostHog key: it can send events, never read them.
-POSTHOG_API_KEY = "phc_starfishWriteOnlyProjectKeyPlaceholder0000000"
+PLACEHOLDER_API_KEY = "phc_starfishWriteOnlyProjectKeyPlaceholder0000000"
+# The project's write-only ("phc_") PostHog key: it can send events, never read them. A release
+# sets the real one here; until then it is the placeholder, and telemetry stays local.
+POSTHOG_API_KEY = PLACEHOLDER_API_KEY
+NO_KEY_REASON = "no project key is configured; events are kept on this machine"
 
+CONFIG_DIR_ENV = "STARFISH_CONFIG_DIR"
 CHOICE_FILE = "telemetry.json"
 MODES = ("on", "local", "off")
 
@@ -93,17 +101,54 @@ def is_ci(environ: Mapping[str, str] | None = None) -> bool:
     return False
 
 
+def has_project_key(key: str) -> bool:
+    """Whether `key` can send: a write-only project key ("phc_"), not the placeholder.
+
+    Anything else (a personal "phx_" key would be a secret that can read data) is never sent.
+    """
+    return key.startswith("phc_") and key != PLACEHOLDER_API_KEY
+
+
+def config_dir() -> Path:
+    """The user's config dir for Starfish (`STARFISH_CONFIG_DIR` overrides the platform's)."""
+    override = os.environ.get(CONFIG_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("starfish", appauthor=False))
+
+
 def choice_path() -> Path:
+    return config_dir() / CHOICE_FILE
+
+
+def _legacy_choice_path() -> Path:
+    """Where versions before 0.3 saved the choice: an old `disable` must keep holding."""
     return app_data_dir() / CHOICE_FILE
+
+
+def _read_choice(path: Path) -> str | None:
+    try:
+        mode = json.loads(path.read_text()).get("mode")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return mode if mode in MODES else None
+
+
+def saved_choice_and_path() -> tuple[str, Path] | None:
+    """The saved mode and the file it came from: the config dir's, else a legacy one."""
+    for path in (choice_path(), _legacy_choice_path()):
+        mode = _read_choice(path)
+        if mode is not None:
+            return mode, path
+    return None
 
 
 def saved_choice() -> str | None:
     """The mode saved by `starfish telemetry enable|disable|local`, if any."""
-    try:
-        mode = json.loads(choice_path().read_text()).get("mode")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return mode if mode in MODES else None
+    found = saved_choice_and_path()
+    return found[0] if found else None
 
 
 def save_choice(mode: str) -> Path:
@@ -143,13 +188,15 @@ def resolve(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -
     elif enabled.lower() in _ON:
         mode, reason = "on", f"TELEMETRY_ENABLED={enabled} in {enabled_from}"
     else:
-        choice = saved_choice()
-        if choice is not None:
-            mode, reason = choice, f"saved choice in {choice_path()}"
+        found = saved_choice_and_path()
+        if found is not None:
+            mode, reason = found[0], f"saved choice in {found[1]}"
         else:
             mode, reason = "on", "default (nothing opted out)"
     endpoint = _lookup(env, dotenv, "POSTHOG_HOST")[0] or DEFAULT_ENDPOINT
     api_key = _lookup(env, dotenv, "STARFISH_TELEMETRY_API_KEY")[0] or POSTHOG_API_KEY
+    if mode == "on" and not has_project_key(api_key):
+        mode, reason = "local", NO_KEY_REASON
     debug = _lookup(env, dotenv, "TELEMETRY_DEBUG")[0].lower() in _ON
     merged = {**dotenv, **env}
     return TelemetrySettings(mode, reason, endpoint.rstrip("/"), api_key, debug, is_ci(merged))
