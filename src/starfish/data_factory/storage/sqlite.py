@@ -113,6 +113,39 @@ _dumps = _make_dumps()
 _scan = json.JSONDecoder().scan_once
 
 
+_MAX_TEXT = 1_000_000_000
+"""SQLite's default SQLITE_MAX_LENGTH in bytes: a longer value fails the whole transaction."""
+
+
+def _encode(records: list) -> str:
+    """One input's records as JSON text that SQLite will take, or an error for that input only.
+
+    Checked here, per input, so that no record content can fail a batch commit (and with it
+    every input of the batch): a lone surrogate (half an emoji from a model) is valid in a
+    Python str but not in UTF-8, and a value over SQLite's length limit is refused whole.
+    `isascii` is O(1), so ASCII records pay nothing.
+    """
+    data = _dumps(records)
+    if not data.isascii():
+        size = len(data.encode("utf-8"))  # raises UnicodeEncodeError for a lone surrogate
+    else:
+        size = len(data)
+    if size > _MAX_TEXT:
+        raise ValueError(
+            f"records of {size:,} bytes as JSON are over SQLite's limit of {_MAX_TEXT:,}"
+        )
+    return data
+
+
+def _encode_failure(records: list) -> str:
+    """A failure's own record must always be storable: escape what UTF-8 cannot hold."""
+    try:
+        return _encode(records)
+    except ValueError:  # UnicodeEncodeError included: an error message quoting bad output
+        cut = [{k: v[:100_000] if isinstance(v, str) else v for k, v in r.items()} for r in records]
+        return json.dumps(cut, ensure_ascii=True, default=repr)
+
+
 def _loads(text: str) -> Any:
     """Parse JSON we wrote ourselves (no surrounding whitespace) with the C scanner directly."""
     return _scan(text, 0)[0]
@@ -376,7 +409,7 @@ class _SqliteWriter(JobWriter):
         self._error: BaseException | None = None
 
     def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
-        data = None if records is None else _dumps(records)
+        data = None if records is None else _encode(records)
         self._inputs.append((self._base | index, status, attempts, data))
         if len(self._inputs) >= self._batch_size:
             self._schedule()
@@ -384,7 +417,8 @@ class _SqliteWriter(JobWriter):
     def attempt(
         self, index: int, attempt: int, status: str, records: list, error_type: str | None
     ) -> None:
-        self._attempts.append((self._jid, index, attempt, status, error_type, _dumps(records)))
+        data = _encode_failure(records) if status == "failed" else _encode(records)
+        self._attempts.append((self._jid, index, attempt, status, error_type, data))
         if self._batch_size == 1:
             self._schedule()
 
