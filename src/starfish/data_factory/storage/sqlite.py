@@ -126,10 +126,8 @@ def _encode(records: list) -> str:
     `isascii` is O(1), so ASCII records pay nothing.
     """
     data = _dumps(records)
-    if not data.isascii():
-        size = len(data.encode("utf-8"))  # raises UnicodeEncodeError for a lone surrogate
-    else:
-        size = len(data)
+    # encode raises UnicodeEncodeError for a lone surrogate
+    size = len(data) if data.isascii() else len(data.encode("utf-8"))
     if size > _MAX_TEXT:
         raise ValueError(
             f"records of {size:,} bytes as JSON are over SQLite's limit of {_MAX_TEXT:,}"
