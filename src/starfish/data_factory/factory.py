@@ -87,6 +87,10 @@ def validate_options(options: dict[str, Any]) -> dict[str, Any]:
     init = opts["initial_state_values"]
     if init is not None and not isinstance(init, dict):
         raise OptionsError(f"initial_state_values must be a dict or None, got {init!r}.")
+    if init:
+        from starfish.data_factory.state import check_initial_state
+
+        check_initial_state(init)
     if not isinstance(opts["show_progress"], bool):
         raise OptionsError(f"show_progress must be True or False, got {opts['show_progress']!r}.")
     for name in _HOOK_OPTIONS:

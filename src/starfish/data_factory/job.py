@@ -150,7 +150,6 @@ async def execute(
                 "stop_reason": reason,
                 "counts": counts,
                 "error_summary": errors,
-                "state": state.to_dict(),
                 "finished_at": time.time(),
                 "execution_time": previous_time + run_time,
             },

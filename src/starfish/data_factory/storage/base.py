@@ -56,7 +56,9 @@ class JobWriter(ABC):
         """An attempt that did not complete: `failed`, `filtered` or `duplicate`."""
 
     @abstractmethod
-    def set_state(self, state: dict[str, Any]) -> None: ...
+    def set_state(self, changes: dict[str, str]) -> None:
+        """Keys of the job state set since the last call, as JSON text; stored with the next
+        outcomes, in the same transaction."""
 
     @abstractmethod
     def close(self) -> None: ...

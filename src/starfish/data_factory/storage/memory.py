@@ -5,9 +5,11 @@ Records are kept as the very objects the function returned (no copies, no JSON).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+from starfish.data_factory._json import dumps
 from starfish.data_factory.storage.base import (
     COUNT_KEYS,
     JobWriter,
@@ -18,15 +20,23 @@ from starfish.data_factory.storage.base import (
 
 
 class _MemJob:
-    __slots__ = ("attempts", "meta", "outcomes", "seq", "spec")
+    __slots__ = ("attempts", "meta", "outcomes", "seq", "spec", "state")
 
     def __init__(self, meta: dict[str, Any], spec: Any, seq: int) -> None:
+        # State as JSON text by key, as local storage keeps it: decoded only when read.
+        self.state = {k: dumps(v) for k, v in (meta.pop("state", None) or {}).items()}
         self.meta = meta
         self.spec = spec
         self.seq = seq
         # index -> (status, attempts, records); a list, so input order is free
         self.outcomes: list[tuple | None] = [None] * meta["num_inputs"]
         self.attempts: list[tuple] = []  # (index, attempt, status, error_type, records)
+
+    def decoded_state(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.state.items()}
+
+    def row(self) -> dict[str, Any]:
+        return {**self.meta, "state": self.decoded_state()}
 
 
 class MemoryStorage(Storage):
@@ -53,14 +63,14 @@ class MemoryStorage(Storage):
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         job = self._jobs.get(job_id)
-        return None if job is None else dict(job.meta)
+        return None if job is None else job.row()
 
     def find_job_ids(self, prefix: str) -> list[str]:
         return [j for j in self._jobs if prefix and j.startswith(prefix)]
 
     def list_jobs(self) -> list[dict[str, Any]]:
         jobs = sorted(self._jobs.values(), key=lambda j: j.seq, reverse=True)
-        return [dict(j.meta) for j in jobs]
+        return [j.row() for j in jobs]
 
     def load_spec(self, job_id: str) -> Any:
         return self._job(job_id).spec
@@ -77,7 +87,7 @@ class MemoryStorage(Storage):
                     dead.add(i)
         counts, errors = self.live_counts(job_id)
         failed = {k: counts[k] for k in ("failed", "filtered", "duplicate")}
-        return Progress(completed, dead, failed, errors, job.meta.get("state"))
+        return Progress(completed, dead, failed, errors, job.decoded_state())
 
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
         job = self._job(job_id)
@@ -139,8 +149,8 @@ class _MemWriter(JobWriter):
     ) -> None:
         self._job.attempts.append((index, attempt, status, error_type, records))
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        self._job.meta["state"] = state
+    def set_state(self, changes: dict[str, str]) -> None:
+        self._job.state.update(changes)
 
     def close(self) -> None:
         """Nothing to flush: every outcome is stored the moment it is handed over."""

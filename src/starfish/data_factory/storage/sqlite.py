@@ -6,6 +6,9 @@ Layout, chosen for write speed:
   insert touches one b-tree and reading a job in input order is a rowid range scan. The
   completed records are one JSON array per input.
 - `attempts`: attempts that did not complete (failed / filtered / duplicate).
+- `state`: the job state, one row per key (JSON), written per changed key in the same
+  transaction as the outcomes whose hooks changed it. (`jobs.state` is read only for jobs
+  stored before this table existed.)
 
 Writes are committed on the event loop once per turn of the loop (group commit, see
 `_SqliteWriter`): a finished input is durable before the loop starts anything else.
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from starfish.data_factory._json import dumps
 from starfish.data_factory.storage.base import (
     COUNT_KEYS,
     JobWriter,
@@ -68,6 +72,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_job ON attempts (jid, status, idx);
+CREATE TABLE IF NOT EXISTS state (
+    jid INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (jid, key)
+) WITHOUT ROWID;
 """
 
 _JOB_COLUMNS = (
@@ -91,25 +101,7 @@ _SHIFT = 32
 _LOW = (1 << _SHIFT) - 1
 
 
-def _make_dumps() -> Any:
-    """Compact JSON with one C encoder built once (json.dumps rebuilds it on every call)."""
-    from json import encoder
-
-    plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-    if encoder.c_make_encoder is None or encoder.c_encode_basestring is None:
-        return plain.encode
-    make = encoder.c_make_encoder(
-        None, plain.default, encoder.c_encode_basestring, None, ":", ",", False, False, True
-    )
-    join = "".join
-
-    def dumps(value: Any) -> str:
-        return join(make(value, 0))
-
-    return dumps
-
-
-_dumps = _make_dumps()
+_dumps = dumps
 _scan = json.JSONDecoder().scan_once
 
 
@@ -197,6 +189,8 @@ class SqliteStorage(Storage):
     # jobs ------------------------------------------------------------------------------
     def create_job(self, meta: dict[str, Any], spec: Any) -> None:
         conn = self._db()
+        state = meta.get("state") or {}
+        meta = {**meta, "state": None}  # stored per key in `state`
         values = [
             _json_column(meta.get(c)) if c in _JSON_COLUMNS else meta.get(c) for c in _JOB_COLUMNS
         ]
@@ -209,6 +203,10 @@ class SqliteStorage(Storage):
                     values,
                 )
                 conn.execute("INSERT INTO specs (jid, spec) VALUES (?, ?)", (cur.lastrowid, spec))
+                conn.executemany(
+                    "INSERT INTO state (jid, key, value) VALUES (?, ?, ?)",
+                    [(cur.lastrowid, k, _dumps(v)) for k, v in state.items()],
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -228,9 +226,9 @@ class SqliteStorage(Storage):
         if conn is None:
             return None
         row = conn.execute(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE job_id = ?", (job_id,)
+            f"SELECT id, {', '.join(_JOB_COLUMNS)} FROM jobs WHERE job_id = ?", (job_id,)
         ).fetchone()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else _row_to_job(conn, row)
 
     def find_job_ids(self, prefix: str) -> list[str]:
         conn = self._db(create=False)
@@ -247,9 +245,9 @@ class SqliteStorage(Storage):
         if conn is None:
             return []
         rows = conn.execute(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs ORDER BY created_at DESC, id DESC"
+            f"SELECT id, {', '.join(_JOB_COLUMNS)} FROM jobs ORDER BY created_at DESC, id DESC"
         ).fetchall()
-        return [_row_to_job(r) for r in rows]
+        return [_row_to_job(conn, r) for r in rows]
 
     def load_spec(self, job_id: str) -> Any:
         conn = self._db()
@@ -273,9 +271,7 @@ class SqliteStorage(Storage):
                 dead.add(key & _LOW)
         failed_counts = dict.fromkeys(("failed", "filtered", "duplicate"), 0)
         errors = _attempt_counts(conn, jid, failed_counts)
-        row = conn.execute("SELECT state FROM jobs WHERE id = ?", (jid,)).fetchone()
-        state = json.loads(row[0]) if row and row[0] else None
-        return Progress(completed, dead, failed_counts, errors, state)
+        return Progress(completed, dead, failed_counts, errors, _load_state(conn, jid))
 
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
         conn = self._db()
@@ -354,6 +350,7 @@ class SqliteStorage(Storage):
                 conn.execute("DELETE FROM inputs WHERE key BETWEEN ? AND ?", (lo, lo | _LOW))
                 conn.execute("DELETE FROM attempts WHERE jid = ?", (jid,))
                 conn.execute("DELETE FROM specs WHERE jid = ?", (jid,))
+                conn.execute("DELETE FROM state WHERE jid = ?", (jid,))
                 conn.execute("DELETE FROM jobs WHERE id = ?", (jid,))
                 conn.execute("COMMIT")
             except BaseException:
@@ -369,11 +366,25 @@ def _json_column(value: Any) -> str | None:
         return None
 
 
-def _row_to_job(row: tuple) -> dict[str, Any]:
-    job = dict(zip(_JOB_COLUMNS, row, strict=True))
+def _row_to_job(conn: sqlite3.Connection, row: tuple) -> dict[str, Any]:
+    job = dict(zip(_JOB_COLUMNS, row[1:], strict=True))
     for c in _JSON_COLUMNS:
         job[c] = json.loads(job[c]) if job[c] else None
+    job["state"] = _load_state(conn, row[0], job["state"])
     return job
+
+
+def _load_state(
+    conn: sqlite3.Connection, jid: int, legacy: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The job state from its rows; a job stored before the `state` table kept it in `jobs`."""
+    rows = conn.execute("SELECT key, value FROM state WHERE jid = ?", (jid,)).fetchall()
+    if rows:
+        return {key: _loads(value) for key, value in rows}
+    if legacy is None:
+        row = conn.execute("SELECT state FROM jobs WHERE id = ?", (jid,)).fetchone()
+        legacy = json.loads(row[0]) if row and row[0] else None
+    return legacy or {}
 
 
 _MAX_PENDING = 256
@@ -402,7 +413,7 @@ class _SqliteWriter(JobWriter):
         self._loop = asyncio.get_running_loop()
         self._inputs: list[tuple] = []
         self._attempts: list[tuple] = []
-        self._state: str | None = None
+        self._state: dict[str, str] = {}
         self._scheduled = False
         self._error: BaseException | None = None
 
@@ -427,10 +438,8 @@ class _SqliteWriter(JobWriter):
             self._scheduled = True
             self._loop.call_soon(self._commit_at_end_of_turn)
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        text = _json_column(state)
-        if text is not None:
-            self._state = text
+    def set_state(self, changes: dict[str, str]) -> None:
+        self._state.update(changes)
 
     def _commit_at_end_of_turn(self) -> None:
         self._scheduled = False
@@ -447,9 +456,9 @@ class _SqliteWriter(JobWriter):
 
     def _commit(self) -> None:
         inputs, attempts, state = self._inputs, self._attempts, self._state
-        if not (inputs or attempts or state is not None):
+        if not (inputs or attempts or state):
             return
-        self._inputs, self._attempts, self._state = [], [], None
+        self._inputs, self._attempts, self._state = [], [], {}
         conn = self._conn
         conn.execute("BEGIN")
         try:
@@ -465,8 +474,12 @@ class _SqliteWriter(JobWriter):
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     attempts,
                 )
-            if state is not None:
-                conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (state, self._jid))
+            if state:
+                jid = self._jid
+                conn.executemany(
+                    "INSERT OR REPLACE INTO state (jid, key, value) VALUES (?, ?, ?)",
+                    [(jid, key, value) for key, value in state.items()],
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
