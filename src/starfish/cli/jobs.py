@@ -147,7 +147,7 @@ def resume(
     as_json: AsJson = False,
 ) -> None:
     """Continue a stored job: runs only the inputs that have not completed."""
-    from starfish import OutputError, jobs
+    from starfish import OutputError, StorageError, jobs
 
     job_id = _load(job_id).job_id
     overrides: dict[str, Any] = {"show_progress": not no_progress}
@@ -158,6 +158,8 @@ def resume(
         jobs.resume_job(job_id, **overrides)
     except OutputError as e:
         error = e
+    except StorageError as e:
+        fail(str(e), EXIT_FAILED_JOB)
     except RuntimeError as e:
         fail(str(e))
     except KeyboardInterrupt:

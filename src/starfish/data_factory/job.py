@@ -7,6 +7,7 @@ storage is flushed, the job row finalised and exactly one telemetry event sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -17,7 +18,7 @@ from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage import Storage, open_storage
 from starfish.data_factory.storage.base import COUNT_KEYS
-from starfish.errors import OutputError
+from starfish.errors import OutputError, StorageError
 
 if TYPE_CHECKING:
     from starfish.data_factory.factory import DataFactory
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("starfish")
 
 _INVERT = bytes([1, 0]) + bytes(254)
+
+
+def _storage_reason(error: BaseException) -> str:
+    """The stored stop reason: `storage: database or disk is full`."""
+    return f"storage: {getattr(error, 'reason', None) or error}"
 
 
 async def execute(
@@ -108,6 +114,8 @@ async def execute(
         base_completed=base["completed"],
         previously_dead=dead,
     )
+    # A failed write stops the job at once (no new call starts); see _storage_failure.
+    writer.on_failure = lambda error: runner._stop("failed", _storage_reason(error))
     reporter = None
     if opts["show_progress"] and run_mode != "dry_run":
         from starfish.data_factory.progress import ProgressReporter
@@ -125,12 +133,22 @@ async def execute(
             reporter.stop()
 
     run_time = time.monotonic() - started
+    storage_failure: StorageError | None = None
+    try:
+        writer.close()
+    except StorageError as exc:
+        storage_failure = exc
     counts = {k: base[k] + runner.counts[k] for k in base}
     counts["dead"] -= runner.revived
     errors = dict(base_errors)
     for k, v in runner.error_summary.items():
         errors[k] = errors.get(k, 0) + v
-    if interruption is not None:
+    if storage_failure is not None:
+        # Outcomes of the failed transaction are not stored: the counts are what is on disk.
+        status, reason = "failed", _storage_reason(storage_failure)
+        with contextlib.suppress(StorageError):  # unreadable too: the runner's counts
+            counts, errors = storage.live_counts(job_id)
+    elif interruption is not None:
         is_cancel = isinstance(interruption, (asyncio.CancelledError, KeyboardInterrupt))
         status = "interrupted"
         reason = "interrupted" if is_cancel else f"error: {type(interruption).__name__}"
@@ -141,8 +159,6 @@ async def execute(
     else:
         status, reason = "completed", runner.stop_reason
     try:
-        writer.close()
-    finally:
         storage.finish_job(
             job_id,
             {
@@ -154,6 +170,9 @@ async def execute(
                 "execution_time": previous_time + run_time,
             },
         )
+    except StorageError as exc:
+        storage_failure = storage_failure or exc
+    finally:
         from starfish.data_factory.report import send_job_event
 
         send_job_event(
@@ -166,10 +185,15 @@ async def execute(
             execution_time=run_time,
             target_reached=runner.target_reached,
         )
-    if status != "completed":
+    if status != "completed" and storage_failure is None:
         logger.warning("starfish: job %s %s: %s", job_id, status, reason)
     if interruption is not None:
         raise interruption
+    if storage_failure is not None:
+        raise StorageError(
+            f"job {job_id} stopped, {counts['completed']} completed inputs stored: "
+            f"{storage_failure}, then continue it with: starfish jobs resume {job_id}"
+        ) from storage_failure
     if counts["completed"] == 0:
         raise OutputError(
             f"job {job_id} ({name}) finished without one completed input "

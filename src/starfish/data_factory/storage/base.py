@@ -8,7 +8,7 @@ are stored once per job as a blob (see `factory._call_spec`), not one row per in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 FILTERS = ("completed", "failed", "filtered", "duplicate")
@@ -43,7 +43,15 @@ class Progress:
 
 
 class JobWriter(ABC):
-    """Writes one job's outcomes; `close` returns once everything handed over is stored."""
+    """Writes one job's outcomes; `close` returns once everything handed over is stored.
+
+    A write that fails is never retried or skipped: the writer keeps the error as `failure`
+    (a `StorageError`), calls `on_failure` with it so the job stops at once, stores nothing
+    more, and `close` raises it.
+    """
+
+    failure: BaseException | None = None
+    on_failure: Callable[[BaseException], None] | None = None
 
     @abstractmethod
     def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:

@@ -18,6 +18,7 @@ loss can drop the last transactions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -34,6 +35,7 @@ from starfish.data_factory.storage.base import (
     Storage,
     check_filter,
 )
+from starfish.errors import StorageError
 
 logger = logging.getLogger("starfish")
 
@@ -141,6 +143,46 @@ def _loads(text: str) -> Any:
     return _scan(text, 0)[0]
 
 
+_RESERVE_BYTES = 256 * 1024
+"""Space kept beside the database in a file: given back when a full disk would otherwise keep
+a job's final row (status, counts) from being written."""
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _fix(cause: str) -> str:
+    text = cause.lower()
+    if "full" in text or "no space" in text:
+        return "free disk space"
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return "make the file and its directory writable"
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            "the file is damaged: move it aside (its jobs are then not listed) or set "
+            "STARFISH_LOCAL_STORAGE_DIR to another directory"
+        )
+    return (
+        "check that it is a readable database file in a writable directory, or set "
+        "STARFISH_LOCAL_STORAGE_DIR to another directory"
+    )
+
+
+def storage_error(path: Path, exc: BaseException, action: str = "write") -> StorageError:
+    """One line naming the file, the cause and the fix; `.reason` is the cause alone."""
+    cause = " ".join(_cause(exc).split())
+    error = StorageError(f"cannot {action} {path}: {cause}; {_fix(cause)}")
+    error.reason = cause  # type: ignore[attr-defined]
+    return error
+
+
+def _is_full(exc: BaseException) -> bool:
+    return "full" in str(exc).lower() or (isinstance(exc, OSError) and exc.errno == 28)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN/COMMIT), WAL, NORMAL sync."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
@@ -169,11 +211,42 @@ class SqliteStorage(Storage):
             if not self.path.exists():
                 if not create:
                     return None
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = connect(self.path)
-            conn.executescript(_SCHEMA)
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise storage_error(self.path.parent, exc, "create") from None
+            try:
+                conn = connect(self.path)
+                try:
+                    conn.executescript(_SCHEMA)
+                except BaseException:
+                    conn.close()
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise storage_error(self.path, exc, "open") from None
             self._conn = conn
         return self._conn
+
+    def _reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _ensure_reserve(self) -> None:
+        """Keep `_RESERVE_BYTES` of real disk blocks beside the database (once per job start)."""
+        reserve = self._reserve_path()
+        if reserve.exists():
+            return
+        try:
+            with open(reserve, "wb") as f:
+                f.write(bytes(_RESERVE_BYTES))
+        except OSError:
+            reserve.unlink(missing_ok=True)  # no room even for that: nothing to keep
+
+    def _release_reserve(self) -> bool:
+        try:
+            self._reserve_path().unlink()
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         if self._conn is not None:
@@ -189,6 +262,7 @@ class SqliteStorage(Storage):
     # jobs ------------------------------------------------------------------------------
     def create_job(self, meta: dict[str, Any], spec: Any) -> None:
         conn = self._db()
+        self._ensure_reserve()
         state = meta.get("state") or {}
         meta = {**meta, "state": None}  # stored per key in `state`
         values = [
@@ -208,18 +282,25 @@ class SqliteStorage(Storage):
                     [(cur.lastrowid, k, _dumps(v)) for k, v in state.items()],
                 )
                 conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise storage_error(self.path, exc) from None
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     def start_resume(self, job_id: str, run_mode: str, config: dict[str, Any]) -> None:
         conn = self._db()
+        self._ensure_reserve()
         with self._lock:
-            conn.execute(
-                "UPDATE jobs SET status = 'running', stop_reason = NULL, run_mode = ?, "
-                "config = ?, finished_at = NULL WHERE job_id = ?",
-                (run_mode, _json_column(config), job_id),
-            )
+            try:
+                conn.execute(
+                    "UPDATE jobs SET status = 'running', stop_reason = NULL, run_mode = ?, "
+                    "config = ?, finished_at = NULL WHERE job_id = ?",
+                    (run_mode, _json_column(config), job_id),
+                )
+            except sqlite3.Error as exc:
+                raise storage_error(self.path, exc) from None
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         conn = self._db(create=False)
@@ -288,17 +369,31 @@ class SqliteStorage(Storage):
 
     def open_writer(self, job_id: str, batch_size: int) -> JobWriter:
         conn = self._db()
-        return _SqliteWriter(conn, self._jid(conn, job_id), batch_size)
+        return _SqliteWriter(conn, self._jid(conn, job_id), batch_size, self.path)
 
     def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Write the job's final row; on a full disk, give back the reserve and write it then.
+
+        A job stopped by a full disk must still store its true status and counts: the few
+        pages this update needs come from the reserve file kept beside the database.
+        """
         conn = self._db()
         cols = list(fields)
         values = [_json_column(fields[c]) if c in _JSON_COLUMNS else fields[c] for c in cols]
+        sql = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in cols)} WHERE job_id = ?"
         with self._lock:
-            conn.execute(
-                f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in cols)} WHERE job_id = ?",
-                [*values, job_id],
-            )
+            try:
+                conn.execute(sql, [*values, job_id])
+                return
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                if not (_is_full(exc) and self._release_reserve()):
+                    raise storage_error(self.path, exc) from None
+            try:
+                conn.execute(sql, [*values, job_id])
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise storage_error(self.path, exc) from None
 
     # reading records --------------------------------------------------------------------
     def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]:
@@ -403,9 +498,10 @@ class _SqliteWriter(JobWriter):
     the loop from turning, so then at most `_MAX_PENDING` outcomes wait.
     """
 
-    def __init__(self, conn: sqlite3.Connection, jid: int, batch_size: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, jid: int, batch_size: int, path: Path) -> None:
         import asyncio
 
+        self._path = path
         self._conn = conn
         self._jid = jid
         self._base = jid << _SHIFT
@@ -452,7 +548,9 @@ class _SqliteWriter(JobWriter):
             self._commit()
         except Exception as exc:  # kept for close(), which raises it: never lost silently
             self._error = exc
-            logger.error("starfish: storage write failed: %r", exc)
+            self.failure = storage_error(self._path, exc)
+            if self.on_failure is not None:
+                self.on_failure(self.failure)  # the job stops: no new call starts
 
     def _commit(self) -> None:
         inputs, attempts, state = self._inputs, self._attempts, self._state
@@ -482,14 +580,21 @@ class _SqliteWriter(JobWriter):
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     def close(self) -> None:
-        if self._error is None:
-            self._commit()
-        if self._error is not None:
-            raise RuntimeError(f"storage writer failed: {self._error!r}") from self._error
+        self._commit_now()
+        if self.failure is not None:
+            raise self.failure
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends one itself on some errors (a full
+    disk), and a failing ROLLBACK must not hide the error that caused it."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _finished_inputs(
