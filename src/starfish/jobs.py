@@ -26,7 +26,12 @@ __all__ = [
 
 @dataclass
 class JobInfo:
-    """One stored job as `starfish jobs show` prints it."""
+    """One stored job as `starfish jobs show` prints it.
+
+    `status` is the stored one, except that a job stored as `running` whose process is gone
+    (killed, or its storage failed so badly that not even the final row could be written)
+    reads as `abandoned`: nothing runs it, and `resume` continues it.
+    """
 
     job_id: str
     name: str
@@ -53,10 +58,13 @@ def _info(storage: Storage, row: dict[str, Any], with_dead_queue: bool = True) -
     counts, errors = row.get("counts"), row.get("error_summary")
     if row["status"] == "running" or counts is None:
         counts, errors = storage.live_counts(job_id)  # still running, or killed mid-run
+    status = row["status"]
+    if status == "running" and not storage.is_live(job_id):
+        status = "abandoned"  # its process ended without finishing it (killed): resumable
     return JobInfo(
         job_id=job_id,
         name=row["name"],
-        status=row["status"],
+        status=status,
         stop_reason=row.get("stop_reason"),
         run_mode=row["run_mode"],
         num_inputs=row["num_inputs"],

@@ -41,19 +41,40 @@ async def execute(
     storage: Storage | None = None,
     resume_id: str | None = None,
 ) -> list[dict]:
-    """Run `inputs` through `factory.func` as a new job, or continue job `resume_id`."""
-    from starfish.data_factory.factory import _call_spec, _new_job_id, public_config
+    """Run `inputs` through `factory.func` as a new job, or continue job `resume_id`.
+
+    The job is leased for the whole run: a resume of a job another process is running is
+    refused here, before anything is read or called.
+    """
+    from starfish.data_factory.factory import _new_job_id
+
+    if storage is None:
+        storage = open_storage(factory._options["storage"])
+    job_id = resume_id or _new_job_id()
+    lease = storage.acquire_lease(job_id)
+    try:
+        return await _execute(factory, inputs, run_mode, storage, job_id, resume_id)
+    finally:
+        lease.release()
+
+
+async def _execute(
+    factory: DataFactory,
+    inputs: InputSpec,
+    run_mode: str,
+    storage: Storage,
+    job_id: str,
+    resume_id: str | None,
+) -> list[dict]:
+    from starfish.data_factory.factory import _call_spec, public_config
 
     opts = factory._options
-    if storage is None:
-        storage = open_storage(opts["storage"])
     config = public_config(opts)
     name = function_name(factory.func)
     n = inputs.num_inputs
     started = time.monotonic()
 
     if resume_id is None:
-        job_id = _new_job_id()
         state = JobState(opts["initial_state_values"])
         spec: Any = (
             _call_spec(factory.func, inputs, opts) if storage.kind == "local" else (factory, inputs)
@@ -80,7 +101,6 @@ async def execute(
         dead: set[int] = set()
         previous_time = 0.0
     else:
-        job_id = resume_id
         row = storage.get_job(job_id) or {}
         progress = storage.load_progress(job_id, n)
         state = JobState(

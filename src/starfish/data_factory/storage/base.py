@@ -83,6 +83,16 @@ class Storage(ABC):
     def start_resume(self, job_id: str, run_mode: str, config: dict[str, Any]) -> None: ...
 
     @abstractmethod
+    def acquire_lease(self, job_id: str) -> Any:
+        """Mark the job live for as long as this process runs it (an object with `release()`);
+        `ResumeError` if it is live already, so that no input runs twice."""
+
+    @abstractmethod
+    def is_live(self, job_id: str) -> bool:
+        """A process is running this job now: a stored `running` job that is not live was
+        killed mid-run (shown as `abandoned`)."""
+
+    @abstractmethod
     def get_job(self, job_id: str) -> dict[str, Any] | None: ...
 
     @abstractmethod

@@ -17,6 +17,7 @@ from starfish.data_factory.storage.base import (
     Storage,
     check_filter,
 )
+from starfish.errors import ResumeError
 
 
 class _MemJob:
@@ -45,6 +46,7 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self._jobs: dict[str, _MemJob] = {}
         self._seq = 0
+        self._live: set[str] = set()  # jobs running now, in this process
 
     def _job(self, job_id: str) -> _MemJob:
         try:
@@ -60,6 +62,18 @@ class MemoryStorage(Storage):
         self._job(job_id).meta.update(
             status="running", stop_reason=None, run_mode=run_mode, config=config, finished_at=None
         )
+
+    def acquire_lease(self, job_id: str) -> Any:
+        if job_id in self._live:
+            raise ResumeError(
+                f"job {job_id} is running in this process already: wait for it to end, or "
+                "stop it, before resuming it."
+            )
+        self._live.add(job_id)
+        return _MemLease(self._live, job_id)
+
+    def is_live(self, job_id: str) -> bool:
+        return job_id in self._live
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         job = self._jobs.get(job_id)
@@ -135,6 +149,15 @@ class MemoryStorage(Storage):
     def delete_job(self, job_id: str) -> None:
         self._job(job_id)
         del self._jobs[job_id]
+
+
+class _MemLease:
+    def __init__(self, live: set[str], job_id: str) -> None:
+        self._live = live
+        self._job_id = job_id
+
+    def release(self) -> None:
+        self._live.discard(self._job_id)
 
 
 class _MemWriter(JobWriter):

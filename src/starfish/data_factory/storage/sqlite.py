@@ -35,7 +35,7 @@ from starfish.data_factory.storage.base import (
     Storage,
     check_filter,
 )
-from starfish.errors import StorageError
+from starfish.errors import ResumeError, StorageError
 
 logger = logging.getLogger("starfish")
 
@@ -301,6 +301,31 @@ class SqliteStorage(Storage):
                 )
             except sqlite3.Error as exc:
                 raise storage_error(self.path, exc) from None
+
+    def _lease_path(self, job_id: str) -> Path:
+        return self.path.parent / "leases" / job_id
+
+    def acquire_lease(self, job_id: str) -> Any:
+        from starfish.data_factory.storage.lease import acquire, holder
+
+        path = self._lease_path(job_id)
+        try:
+            lease = acquire(path)
+        except OSError as exc:
+            raise storage_error(path.parent, exc, "create a lock file in") from None
+        if lease is None:
+            pid = holder(path)
+            where = f"another process (pid {pid})" if pid else "another process"
+            raise ResumeError(
+                f"job {job_id} is running in {where}: resuming it too would call its inputs "
+                "twice; wait for it to end, or stop it (Ctrl-C), then resume it."
+            )
+        return lease
+
+    def is_live(self, job_id: str) -> bool:
+        from starfish.data_factory.storage.lease import holder
+
+        return holder(self._lease_path(job_id)) is not None
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         conn = self._db(create=False)
