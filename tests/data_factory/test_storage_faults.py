@@ -253,3 +253,24 @@ def test_commands_report_a_bad_database_in_one_line(tmp_path, small_disk, fault)
             "read-only-dir": "writable",
         }[fault]
         assert fix in lines[0], (command, lines[0])
+
+
+def test_a_database_damaged_after_a_job_reads_as_one_line_per_command(tmp_path):
+    @data_factory(show_progress=False)
+    async def gen(i):
+        return [{"i": i, "text": "z" * 300}]
+
+    gen.run(i=list(range(2000)))
+    db = db_path()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with open(db, "r+b") as f:  # scribble over pages in the middle of the records
+        f.seek(4096 * 20)
+        f.write(b"\xff" * 4096 * 40)
+    out = tmp_path / "out.jsonl"
+    result = _cli("jobs", "export", gen.job_id, "-o", str(out), cwd=tmp_path, env={})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(db) in lines[0] and "malformed" in lines[0] and "move it aside" in lines[0]

@@ -19,11 +19,12 @@ loss can drop the last transactions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,19 @@ def _is_full(exc: BaseException) -> bool:
     return "full" in str(exc).lower() or (isinstance(exc, OSError) and exc.errno == 28)
 
 
+def _reading(method: Callable[..., Any]) -> Callable[..., Any]:
+    """SQLite errors of a read (a damaged page, a locked file) as one-line `StorageError`s."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqliteStorage, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc, "read") from None
+
+    return wrapper
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN/COMMIT), WAL, NORMAL sync."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
@@ -327,6 +341,7 @@ class SqliteStorage(Storage):
 
         return holder(self._lease_path(job_id)) is not None
 
+    @_reading
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         conn = self._db(create=False)
         if conn is None:
@@ -336,6 +351,7 @@ class SqliteStorage(Storage):
         ).fetchone()
         return None if row is None else _row_to_job(conn, row)
 
+    @_reading
     def find_job_ids(self, prefix: str) -> list[str]:
         conn = self._db(create=False)
         if conn is None or not prefix:
@@ -346,6 +362,7 @@ class SqliteStorage(Storage):
         ).fetchall()
         return [r[0] for r in rows]
 
+    @_reading
     def list_jobs(self) -> list[dict[str, Any]]:
         conn = self._db(create=False)
         if conn is None:
@@ -355,6 +372,7 @@ class SqliteStorage(Storage):
         ).fetchall()
         return [_row_to_job(conn, r) for r in rows]
 
+    @_reading
     def load_spec(self, job_id: str) -> Any:
         conn = self._db()
         row = conn.execute(
@@ -362,6 +380,7 @@ class SqliteStorage(Storage):
         ).fetchone()
         return None if row is None else row[0]
 
+    @_reading
     def load_progress(self, job_id: str, num_inputs: int) -> Progress:
         conn = self._db()
         jid = self._jid(conn, job_id)
@@ -379,6 +398,7 @@ class SqliteStorage(Storage):
         errors = _attempt_counts(conn, jid, failed_counts)
         return Progress(completed, dead, failed_counts, errors, _load_state(conn, jid))
 
+    @_reading
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
         conn = self._db()
         jid = self._jid(conn, job_id)
@@ -392,6 +412,7 @@ class SqliteStorage(Storage):
         errors = _attempt_counts(conn, jid, counts)
         return counts, errors
 
+    @_reading
     def open_writer(self, job_id: str, batch_size: int) -> JobWriter:
         conn = self._db()
         return _SqliteWriter(conn, self._jid(conn, job_id), batch_size, self.path)
@@ -424,6 +445,12 @@ class SqliteStorage(Storage):
     def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]:
         """Stream records in input order with a cursor on a private connection."""
         check_filter(filter)
+        try:
+            yield from self._iter_records(job_id, filter)
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc, "read") from None
+
+    def _iter_records(self, job_id: str, filter: str) -> Iterator[dict]:
         conn = connect(self.path)
         try:
             jid = self._jid(conn, job_id)
@@ -444,6 +471,7 @@ class SqliteStorage(Storage):
         finally:
             conn.close()
 
+    @_reading
     def indices(self, job_id: str, filter: str = "completed") -> list[int]:
         check_filter(filter)
         conn = self._db()
@@ -456,10 +484,12 @@ class SqliteStorage(Storage):
         )
         return [i for (i,) in rows]
 
+    @_reading
     def dead_queue(self, job_id: str) -> list[int]:
         conn = self._db()
         return [k & _LOW for (k,) in _finished_inputs(conn, self._jid(conn, job_id), "dead", "key")]
 
+    @_reading
     def delete_job(self, job_id: str) -> None:
         conn = self._db()
         jid = self._jid(conn, job_id)
