@@ -180,3 +180,21 @@ def test_state_on_disk_matches_the_records_on_disk_after_kill_9(tmp_path):
     completed = {r["i"] for r in iter_records(info.job_id)}
     assert len(completed) >= 300
     assert done == completed  # state and records were committed together
+
+
+def test_in_memory_state_is_never_encoded_so_it_may_hold_any_value():
+    def remember(output, state):
+        state.set("seen", state.get("seen") | {output[0]["i"]})
+
+    @data_factory(
+        storage="in_memory",
+        show_progress=False,
+        max_concurrency=1,
+        initial_state_values={"seen": set()},
+        on_record_complete=remember,
+    )
+    async def gen(i):
+        return [{"i": i}]
+
+    assert gen.run(i=[0, 1, 2]) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert load_job(gen.job_id).state == {"seen": {0, 1, 2}}

@@ -87,7 +87,7 @@ def validate_options(options: dict[str, Any]) -> dict[str, Any]:
     init = opts["initial_state_values"]
     if init is not None and not isinstance(init, dict):
         raise OptionsError(f"initial_state_values must be a dict or None, got {init!r}.")
-    if init:
+    if init and opts["storage"] == "local":  # in-memory state is never encoded
         from starfish.data_factory.state import check_initial_state
 
         check_initial_state(init)
@@ -255,7 +255,10 @@ class DataFactory:
         self._options = validate_options(options)
         _preload(func, self._options["storage"])
         self.job_id: str | None = None
-        self.state = JobState(self._options["initial_state_values"])
+        self.state = JobState(
+            self._options["initial_state_values"],
+            stored_as_json=self._options["storage"] == "local",
+        )
         self._inputs: Any = None
         self._storage: Any = None
         functools.update_wrapper(self, func, updated=())

@@ -74,8 +74,9 @@ async def _execute(
     n = inputs.num_inputs
     started = time.monotonic()
 
+    as_json = opts["storage"] == "local"  # a dry run of a local job checks its state too
     if resume_id is None:
-        state = JobState(opts["initial_state_values"])
+        state = JobState(opts["initial_state_values"], stored_as_json=as_json)
         spec: Any = (
             _call_spec(factory.func, inputs, opts) if storage.kind == "local" else (factory, inputs)
         )
@@ -104,7 +105,8 @@ async def _execute(
         row = storage.get_job(job_id) or {}
         progress = storage.load_progress(job_id, n)
         state = JobState(
-            progress.state if progress.state is not None else opts["initial_state_values"]
+            progress.state if progress.state is not None else opts["initial_state_values"],
+            stored_as_json=as_json,
         )
         storage.start_resume(job_id, run_mode, config)
         pending = itertools.compress(range(n), progress.completed.translate(_INVERT))

@@ -352,4 +352,4 @@ class Runner:
     def _save_state(self) -> None:
         if self.state.version != self._state_version:
             self._state_version = self.state.version
-            self.writer.set_state(self.state.take_changes())
+            self.writer.set_state(self.state)

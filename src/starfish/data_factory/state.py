@@ -55,32 +55,49 @@ def check_initial_state(values: Mapping[str, Any]) -> None:
 
 
 class JobState:
-    """A small dict-like store that hooks read and update."""
+    """A small dict-like store that hooks read and update.
 
-    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+    `stored_as_json=False` (in-memory jobs) skips the encoding: such state is never written
+    anywhere, so it may hold any value and costs nothing to set.
+    """
+
+    def __init__(
+        self, values: Mapping[str, Any] | None = None, *, stored_as_json: bool = True
+    ) -> None:
         self._data: dict[str, Any] = copy.deepcopy(dict(values)) if values else {}
-        self._changed: dict[str, str] = {}  # key -> JSON text, since the last take_changes()
+        self._json = stored_as_json
+        self._changed: dict[str, Any] = {}  # key -> value set since the last take
+        self._texts: dict[str, str] = {}  # key -> its JSON text, encoded when it was set
         self.version = 0
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._data.get(key, default)
 
     def set(self, key: str, value: Any) -> None:
-        self._changed[key] = encode_value(key, value)
+        if self._json:
+            self._texts[key] = encode_value(key, value)
         self._data[key] = value
+        self._changed[key] = value
         self.version += 1
 
     def update(self, values: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         items = {**(values or {}), **kwargs}
-        texts = {key: encode_value(key, value) for key, value in items.items()}  # all or none
+        if self._json:  # all or none
+            self._texts.update({key: encode_value(key, value) for key, value in items.items()})
         self._data.update(items)
-        self._changed.update(texts)
+        self._changed.update(items)
         self.version += 1
 
-    def take_changes(self) -> dict[str, str]:
-        """The keys set since the last call, as JSON text: what storage writes next."""
-        changed, self._changed = self._changed, {}
+    def take_changes(self) -> dict[str, Any]:
+        """The keys set since the last take, with their values: what storage keeps next."""
+        changed, self._changed, self._texts = self._changed, {}, {}
         return changed
+
+    def take_json_changes(self) -> dict[str, str]:
+        """The keys set since the last take, as JSON text: what storage writes next."""
+        changed, texts = self._changed, self._texts
+        self._changed, self._texts = {}, {}
+        return {k: texts[k] if k in texts else encode_value(k, v) for k, v in changed.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow copy, so callers cannot change the state by accident."""

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starfish.data_factory.state import JobState
 
 FILTERS = ("completed", "failed", "filtered", "duplicate")
 COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
@@ -64,9 +67,9 @@ class JobWriter(ABC):
         """An attempt that did not complete: `failed`, `filtered` or `duplicate`."""
 
     @abstractmethod
-    def set_state(self, changes: dict[str, str]) -> None:
-        """Keys of the job state set since the last call, as JSON text; stored with the next
-        outcomes, in the same transaction."""
+    def set_state(self, state: JobState) -> None:
+        """Take the keys of the job state set since the last call (`take_changes`) and store
+        them with the next outcomes, in the same transaction."""
 
     @abstractmethod
     def close(self) -> None: ...

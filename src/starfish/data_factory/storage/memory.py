@@ -5,11 +5,9 @@ Records are kept as the very objects the function returned (no copies, no JSON).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starfish.data_factory._json import dumps
 from starfish.data_factory.storage.base import (
     COUNT_KEYS,
     JobWriter,
@@ -19,13 +17,15 @@ from starfish.data_factory.storage.base import (
 )
 from starfish.errors import ResumeError
 
+if TYPE_CHECKING:
+    from starfish.data_factory.state import JobState
+
 
 class _MemJob:
     __slots__ = ("attempts", "meta", "outcomes", "seq", "spec", "state")
 
     def __init__(self, meta: dict[str, Any], spec: Any, seq: int) -> None:
-        # State as JSON text by key, as local storage keeps it: decoded only when read.
-        self.state = {k: dumps(v) for k, v in (meta.pop("state", None) or {}).items()}
+        self.state: dict[str, Any] = dict(meta.pop("state", None) or {})
         self.meta = meta
         self.spec = spec
         self.seq = seq
@@ -33,11 +33,8 @@ class _MemJob:
         self.outcomes: list[tuple | None] = [None] * meta["num_inputs"]
         self.attempts: list[tuple] = []  # (index, attempt, status, error_type, records)
 
-    def decoded_state(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.state.items()}
-
     def row(self) -> dict[str, Any]:
-        return {**self.meta, "state": self.decoded_state()}
+        return {**self.meta, "state": dict(self.state)}
 
 
 class MemoryStorage(Storage):
@@ -101,7 +98,7 @@ class MemoryStorage(Storage):
                     dead.add(i)
         counts, errors = self.live_counts(job_id)
         failed = {k: counts[k] for k in ("failed", "filtered", "duplicate")}
-        return Progress(completed, dead, failed, errors, job.decoded_state())
+        return Progress(completed, dead, failed, errors, dict(job.state))
 
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
         job = self._job(job_id)
@@ -172,8 +169,8 @@ class _MemWriter(JobWriter):
     ) -> None:
         self._job.attempts.append((index, attempt, status, error_type, records))
 
-    def set_state(self, changes: dict[str, str]) -> None:
-        self._job.state.update(changes)
+    def set_state(self, state: JobState) -> None:
+        self._job.state.update(state.take_changes())
 
     def close(self) -> None:
         """Nothing to flush: every outcome is stored the moment it is handed over."""

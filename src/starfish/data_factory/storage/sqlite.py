@@ -26,7 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starfish.data_factory._json import dumps
 from starfish.data_factory.storage.base import (
@@ -37,6 +37,9 @@ from starfish.data_factory.storage.base import (
     check_filter,
 )
 from starfish.errors import ResumeError, StorageError
+
+if TYPE_CHECKING:
+    from starfish.data_factory.state import JobState
 
 logger = logging.getLogger("starfish")
 
@@ -118,16 +121,20 @@ def _encode(records: list) -> str:
     Checked here, per input, so that no record content can fail a batch commit (and with it
     every input of the batch): a lone surrogate (half an emoji from a model) is valid in a
     Python str but not in UTF-8, and a value over SQLite's length limit is refused whole.
-    `isascii` is O(1), so ASCII records pay nothing.
+    `isascii` is O(1), so ASCII records of a sane size pay two cheap calls.
     """
     data = _dumps(records)
-    # encode raises UnicodeEncodeError for a lone surrogate
-    size = len(data) if data.isascii() else len(data.encode("utf-8"))
+    if not data.isascii() or len(data) > _MAX_TEXT:
+        _check_text(data)
+    return data
+
+
+def _check_text(data: str) -> None:
+    size = len(data.encode("utf-8"))  # raises UnicodeEncodeError for a lone surrogate
     if size > _MAX_TEXT:
         raise ValueError(
             f"records of {size:,} bytes as JSON are over SQLite's limit of {_MAX_TEXT:,}"
         )
-    return data
 
 
 def _encode_failure(records: list) -> str:
@@ -569,7 +576,12 @@ class _SqliteWriter(JobWriter):
         self._error: BaseException | None = None
 
     def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
-        data = None if records is None else _encode(records)
+        if records is None:
+            data = None
+        else:  # _encode inlined: this runs once per input
+            data = _dumps(records)
+            if not data.isascii() or len(data) > _MAX_TEXT:
+                _check_text(data)
         self._inputs.append((self._base | index, status, attempts, data))
         if len(self._inputs) >= self._batch_size:
             self._schedule()
@@ -589,8 +601,8 @@ class _SqliteWriter(JobWriter):
             self._scheduled = True
             self._loop.call_soon(self._commit_at_end_of_turn)
 
-    def set_state(self, changes: dict[str, str]) -> None:
-        self._state.update(changes)
+    def set_state(self, state: JobState) -> None:
+        self._state.update(state.take_json_changes())
 
     def _commit_at_end_of_turn(self) -> None:
         self._scheduled = False
