@@ -17,13 +17,12 @@ import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from starfish.data_factory._json import dumps
 from starfish.errors import OptionsError
 
 
 def encode_value(key: Any, value: Any, where: str = "state") -> str:
     """`value` as stored JSON text; `OptionsError` naming `where[key]` and the fix if it is not."""
-    from starfish.data_factory._json import dumps
-
     if not isinstance(key, str):
         raise OptionsError(
             f"{where} keys must be strings (state is stored as JSON), got {key!r}; "

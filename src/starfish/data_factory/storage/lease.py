@@ -5,7 +5,7 @@ So a stored status of `running` whose lock nobody holds is a job that was killed
 (`abandoned`, resumable), and a resume of a job whose lock is held is refused instead of
 running its inputs a second time. `flock` locks belong to an open file, not to a process, so
 a second open in the same process conflicts too. Where `fcntl` does not exist (Windows) there
-is no lease: every job can be resumed and none reads as abandoned.
+is no lease: a resume is never refused, and a stored `running` job is taken to be live.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def acquire(path: Path) -> Lease | None:
 
 
 def holder(path: Path) -> int | None:
-    """The pid of the process holding the lock, or None when nobody holds it."""
+    """The pid of the process holding the lock (0 if unknown), or None when nobody holds it."""
     if fcntl is None:
-        return None
+        return 0  # cannot tell: say live, as a stored `running` status does
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
