@@ -136,7 +136,7 @@ async def _execute(
         base_completed=base["completed"],
         previously_dead=dead,
     )
-    # A failed write stops the job at once (no new call starts); see _storage_failure.
+    # A failed write stops the job at once: no new call starts (the writer stores no more).
     writer.on_failure = lambda error: runner._stop("failed", _storage_reason(error))
     reporter = None
     if opts["show_progress"] and run_mode != "dry_run":
