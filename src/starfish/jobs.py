@@ -55,12 +55,14 @@ class JobInfo:
 
 def _info(storage: Storage, row: dict[str, Any], with_dead_queue: bool = True) -> JobInfo:
     job_id = row["job_id"]
+    status = row["status"]
+    if status == "running" and not storage.is_live(job_id):
+        # Read again: the job may have finished (and let go of its lease) since the first read.
+        row = storage.get_job(job_id) or row
+        status = "abandoned" if row["status"] == "running" else row["status"]
     counts, errors = row.get("counts"), row.get("error_summary")
     if row["status"] == "running" or counts is None:
         counts, errors = storage.live_counts(job_id)  # still running, or killed mid-run
-    status = row["status"]
-    if status == "running" and not storage.is_live(job_id):
-        status = "abandoned"  # its process ended without finishing it (killed): resumable
     return JobInfo(
         job_id=job_id,
         name=row["name"],
