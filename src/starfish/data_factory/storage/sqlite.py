@@ -168,6 +168,8 @@ def _fix(cause: str) -> str:
         return "free disk space"
     if "readonly" in text or "read-only" in text or "permission" in text:
         return "make the file and its directory writable"
+    if "i/o error" in text:
+        return "check the disk: free space, the file size limit (ulimit -f), the system log"
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return (
             "the file is damaged: move it aside (its jobs are then not listed) or set "
