@@ -17,7 +17,7 @@ from pathlib import Path
 from starfish.jobs import list_jobs, load_job
 from tests.data_factory.stored import rows_on_disk
 
-N = 400
+N = 2000
 
 TARGETS = textwrap.dedent(
     """
@@ -26,16 +26,17 @@ TARGETS = textwrap.dedent(
     async def slow(i: int, log: str):
         with open(log, "a") as f:
             f.write(f"{os.getpid()} {i}\\n")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(float(os.environ.get("DELAY", "0.05")))  # read per call
         return [{"i": i}]
     """
 )
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, delay: str = "0.05") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "starfish", *args],
         cwd=cwd,
+        env={**os.environ, "DELAY": delay},
         capture_output=True,
         text=True,
         timeout=120,
@@ -99,7 +100,7 @@ def test_resume_of_a_live_job_is_refused_and_a_killed_one_reads_abandoned(tmp_pa
     assert info.status == "abandoned" and info.counts == rows_on_disk(job_id)
     done_before = {i for _, i in _calls(log)}
 
-    resumed = _cli("jobs", "resume", job_id, "--no-progress", "--json", cwd=tmp_path)
+    resumed = _cli("jobs", "resume", job_id, "--no-progress", "--json", cwd=tmp_path, delay="0")
     assert resumed.returncode == 0, resumed.stderr
     after = json.loads(resumed.stdout)
     assert after["status"] == "completed" and after["counts"]["completed"] == N
