@@ -109,8 +109,14 @@ def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict]:
 
 
 def delete_job(job_id: str) -> None:
-    """Delete a job, its inputs and its records."""
+    """Delete a job, its inputs and its records; `ResumeError` while a process runs it."""
+    from starfish.errors import ResumeError
+
     storage, full_id = locate_job(job_id)
+    if storage.is_live(full_id):  # its writer would go on storing rows of a deleted job
+        raise ResumeError(
+            f"job {full_id} is running now: stop it (Ctrl-C) or wait for it to end, then delete it."
+        )
     storage.delete_job(full_id)
 
 

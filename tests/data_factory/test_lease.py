@@ -87,6 +87,8 @@ def test_resume_of_a_live_job_is_refused_and_a_killed_one_reads_abandoned(tmp_pa
         [line] = refused.stderr.strip().splitlines()
         assert f"job {job_id} is running in another process (pid {job.pid})" in line
         assert {pid for pid, _ in _calls(log)} == {job.pid}  # the refused resume called nothing
+        kept = _cli("jobs", "delete", job_id, cwd=tmp_path)
+        assert kept.returncode == 1 and f"job {job_id} is running now" in kept.stderr
     finally:
         job.send_signal(signal.SIGKILL)
         job.wait()

@@ -177,8 +177,11 @@ def resume(
 @app.command("delete")
 def delete(job_id: JobId) -> None:
     """Delete a stored job and its records."""
-    from starfish import jobs
+    from starfish import ResumeError, jobs
 
     job_id = _load(job_id).job_id
-    jobs.delete_job(job_id)
+    try:
+        jobs.delete_job(job_id)
+    except ResumeError as e:
+        fail(str(e), EXIT_FAILED_JOB)
     typer.echo(f"deleted job {job_id}")
