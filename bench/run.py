@@ -55,6 +55,7 @@ class Sizes:
     io_sleep: float = 0.01
     resume_n: int = 10_000
     resume_fresh: int = 3_000
+    state_n: int = 20_000
     scale_n: int = 1_000_000
     scale_concurrency: int = 50
     telemetry_calls: int = 100_000
@@ -68,6 +69,7 @@ class Sizes:
             io_n=200,
             resume_n=500,
             resume_fresh=150,
+            state_n=500,
             scale_n=20_000,
             telemetry_calls=2_000,
             telemetry_runs=1,
@@ -313,6 +315,31 @@ class Bench:
             }, None
 
         return measure
+
+    def state(self) -> None:
+        """The dedupe hook of examples/qa_pairs.py keeping one state key per question: local
+        storage against in memory, alternating within each repetition (ours only)."""
+        n = self.sizes.state_n
+        if "ours" not in self.libs:
+            return
+        for storage in ("local", "in_memory"):
+            args = ["dedupe", "--n", str(n), "--storage", storage]
+            self.commands[f"state_{storage}"] = "python bench/workload.py " + " ".join(args)
+        expected = n - n // 20  # every 20th input repeats a question and ends dead
+
+        def measure(storage: str) -> tuple[dict[str, Any] | None, str | None]:
+            p = self.workload("ours", ["dedupe", "--n", str(n), "--storage", storage])
+            if p.error:
+                return None, p.error
+            assert p.result is not None
+            if p.result["records"] != expected:
+                return None, f"returned {p.result['records']} records, expected {expected}"
+            return {"run_s": p.result["run_s"], "wall_s": p.wall_s}, None
+
+        for rep in range(self.reps):
+            order = ("local", "in_memory") if rep % 2 == 0 else ("in_memory", "local")
+            for storage in order:
+                self.record(f"state_{storage}", "ours", *measure(storage))
 
     def resume(self) -> None:
         s = self.sizes
@@ -616,6 +643,12 @@ def build_rows(bench: Bench) -> list[Row]:
         bench, "resume", "peer", "fresh_s"
     )
     rows.append(Row(f"fresh {s.resume_fresh:,}-input job", fresh, peer_fresh, "s", False))
+    title = f"{s.state_n:,} inputs, dedupe hook keeping state"
+    in_memory = add("state_in_memory", "run_s", f"{title}, in memory", "s", False)
+    row = add("state_local", "run_s", f"{title}, local", "s", False)
+    if in_memory.ours is not None:
+        row.target = f"≤ 3 × in memory ({in_memory.ours:.3f} s)"
+        _at_most(row, 3 * in_memory.ours, strict=False)
     if "scale" in bench.samples:
         base = med(bench, f"noop_local_c{s.scale_concurrency}", "ours", "records_per_s")
         row = add(
@@ -814,8 +847,8 @@ def write_doc(
         "`make bench` installs the `bench` extra (matplotlib) and runs `bench/run.py`, which",
         "creates `bench/peer/.venv` with starfish-core on first use (`bench/peer.py`). Options:",
         "`--reps N`, `--only ours|peer|both`, `--skip-scale`, `--peer-scale-cap SECONDS`,",
-        "`--workloads cold,throughput,io,resume,scale,telemetry`, `--quick` (tiny sizes, the smoke",
-        "run of `make test`: `tests/test_bench_smoke.py`), `--no-write` (print only).",
+        "`--workloads cold,throughput,io,resume,state,scale,telemetry`, `--quick` (tiny sizes,",
+        "the smoke run of `make test`: `tests/test_bench_smoke.py`), `--no-write` (print only).",
         "Raw samples of the last writing run are in `bench/out/results.json` (not committed).",
         "",
         "## Exact workload commands",
@@ -847,8 +880,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workloads",
         default=None,
-        help="comma-separated subset of cold,throughput,io,resume,scale,telemetry (default: all; "
-        "--quick leaves out scale)",
+        help="comma-separated subset of cold,throughput,io,resume,state,scale,telemetry "
+        "(default: all; --quick leaves out scale)",
     )
     parser.add_argument("--no-write", action="store_true", help="print only: no docs, no chart")
     parser.add_argument(
@@ -868,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
         libs["peer"] = ensure_peer()
     reps = 1 if args.quick and "--reps" not in argv_used else args.reps
     bench = Bench(sizes=sizes, reps=reps, libs=libs, timeout=args.timeout)
-    chosen = set((args.workloads or "cold,throughput,io,resume,scale,telemetry").split(","))
+    chosen = set((args.workloads or "cold,throughput,io,resume,state,scale,telemetry").split(","))
     if args.skip_scale or (args.quick and args.workloads is None):
         chosen.discard("scale")
     load = os.getloadavg()
@@ -885,6 +918,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.io_bound()
         if "resume" in chosen:
             bench.resume()
+        if "state" in chosen:
+            bench.state()
         if "scale" in chosen and "ours" in libs:
             bench.scale(args.peer_scale_cap if not args.quick else 0)
         if "telemetry" in chosen and "ours" in libs:

@@ -82,6 +82,51 @@ def preload() -> None:
             importlib.import_module(name)
 
 
+def make_dedupe(concurrency: int, storage: str, hook: str) -> Any:
+    """The dedupe hook of examples/qa_pairs.py over no-op calls: state cost, nothing else.
+
+    Every 20th input repeats the question before it, so the hook marks it `duplicate` and the
+    factory tries it again until it is dead. `hook="keys"` keeps one state key per question
+    (the example's pattern); `hook="dict"` copies one dict of every question per change (the
+    example's earlier pattern, quadratic in any storage).
+    """
+    from starfish import data_factory
+
+    def per_key(output: Any, state: Any) -> str | None:
+        keys = ["seen:" + " ".join(r["question"].lower().split()) for r in output]
+        if any(k in state for k in keys):
+            return "duplicate"
+        for k in keys:
+            state.set(k, True)
+        return None
+
+    def whole_dict(output: Any, state: Any) -> str | None:
+        seen = dict(state.get("seen_questions") or {})
+        duplicate = False
+        for r in output:
+            key = " ".join(r["question"].lower().split())
+            duplicate = duplicate or key in seen
+            seen[key] = True
+        if duplicate:
+            return "duplicate"
+        state.set("seen_questions", seen)
+        return None
+
+    @data_factory(
+        max_concurrency=concurrency,
+        storage=storage,
+        show_progress=False,
+        on_record_complete=per_key if hook == "keys" else whole_dict,
+        initial_state_values={} if hook == "keys" else {"seen_questions": {}},
+    )
+    async def f(i: int) -> list[dict[str, str]]:
+        await asyncio.sleep(0)  # one loop turn per call, as a model call would take
+        q = i - 1 if i % 20 == 19 else i
+        return [{"question": f"What is topic number {q}?", "answer": "It is a topic."}]
+
+    return f
+
+
 def run_job(gen: Any, n: int) -> dict[str, Any]:
     preload()
     start = time.perf_counter()
@@ -112,6 +157,11 @@ def cmd_job(args: argparse.Namespace) -> None:
 
 def cmd_io(args: argparse.Namespace) -> None:
     gen = make_sleeper(args.concurrency, args.storage, args.sleep)
+    emit(**run_job(gen, args.n))
+
+
+def cmd_dedupe(args: argparse.Namespace) -> None:
+    gen = make_dedupe(args.concurrency, args.storage, args.hook)
     emit(**run_job(gen, args.n))
 
 
@@ -178,6 +228,11 @@ def main() -> None:
         p.add_argument("--concurrency", type=int, default=50)
         p.add_argument("--storage", default="local")
         p.add_argument("--sleep", type=float, default=0.01)
+    p = sub.add_parser("dedupe")
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--concurrency", type=int, default=50)
+    p.add_argument("--storage", default="local")
+    p.add_argument("--hook", choices=["keys", "dict"], default="keys")
     p = sub.add_parser("resume-finish")
     p.add_argument("--job-id", required=True)
     p.add_argument("--concurrency", type=int, default=50)
@@ -190,6 +245,7 @@ def main() -> None:
         "job": cmd_job,
         "io": cmd_io,
         "floor-io": cmd_floor_io,
+        "dedupe": cmd_dedupe,
         "resume-start": cmd_resume_start,
         "resume-finish": cmd_resume_finish,
         "export": cmd_export,

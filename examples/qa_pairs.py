@@ -68,16 +68,17 @@ def filter_short_answers(output: Any, state: Any) -> str | None:
 
 
 def drop_duplicate_questions(output: Any, state: Any) -> str | None:
-    """Mark a question this job has already produced; the job's state remembers them."""
-    seen = dict(state.get("seen_questions") or {})
-    duplicate = False
-    for record in _records(output):
-        key = " ".join(record.get("question", "").lower().split())
-        duplicate = duplicate or key in seen
-        seen[key] = True
-    if duplicate:
+    """Mark a question this job has already produced; the job's state remembers them.
+
+    One state key per question: storage writes only the keys that changed, so remembering
+    the 20,000th question costs what the first did (one dict under one key would be
+    rewritten whole at every change).
+    """
+    keys = ["seen:" + " ".join(r.get("question", "").lower().split()) for r in _records(output)]
+    if any(key in state for key in keys):
         return "duplicate"
-    state.set("seen_questions", seen)
+    for key in keys:
+        state.set(key, True)
     return None
 
 
@@ -85,7 +86,6 @@ def drop_duplicate_questions(output: Any, state: Any) -> str | None:
     max_concurrency=10,
     task_runner_timeout=60,
     on_record_complete=[filter_short_answers, drop_duplicate_questions],
-    initial_state_values={"seen_questions": {}},
 )
 async def qa_pairs(topic: str, style: str = "concise") -> list[dict[str, Any]]:
     """One question–answer pair about `topic`: embedded, or from the configured endpoint."""

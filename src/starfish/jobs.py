@@ -26,7 +26,12 @@ __all__ = [
 
 @dataclass
 class JobInfo:
-    """One stored job as `starfish jobs show` prints it."""
+    """One stored job as `starfish jobs show` prints it.
+
+    `status` is the stored one, except that a job stored as `running` whose process is gone
+    (killed, or its storage failed so badly that not even the final row could be written)
+    reads as `abandoned`: nothing runs it, and `resume` continues it.
+    """
 
     job_id: str
     name: str
@@ -50,13 +55,18 @@ class JobInfo:
 
 def _info(storage: Storage, row: dict[str, Any], with_dead_queue: bool = True) -> JobInfo:
     job_id = row["job_id"]
+    status = row["status"]
+    if status == "running" and not storage.is_live(job_id):
+        # Read again: the job may have finished (and let go of its lease) since the first read.
+        row = storage.get_job(job_id) or row
+        status = "abandoned" if row["status"] == "running" else row["status"]
     counts, errors = row.get("counts"), row.get("error_summary")
     if row["status"] == "running" or counts is None:
         counts, errors = storage.live_counts(job_id)  # still running, or killed mid-run
     return JobInfo(
         job_id=job_id,
         name=row["name"],
-        status=row["status"],
+        status=status,
         stop_reason=row.get("stop_reason"),
         run_mode=row["run_mode"],
         num_inputs=row["num_inputs"],
@@ -99,8 +109,14 @@ def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict]:
 
 
 def delete_job(job_id: str) -> None:
-    """Delete a job, its inputs and its records."""
+    """Delete a job, its inputs and its records; `ResumeError` while a process runs it."""
+    from starfish.errors import ResumeError
+
     storage, full_id = locate_job(job_id)
+    if storage.is_live(full_id):  # its writer would go on storing rows of a deleted job
+        raise ResumeError(
+            f"job {full_id} is running now: stop it (Ctrl-C) or wait for it to end, then delete it."
+        )
     storage.delete_job(full_id)
 
 

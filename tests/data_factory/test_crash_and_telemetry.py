@@ -75,7 +75,7 @@ def test_kill_9_mid_job_then_resume_in_a_new_process(tmp_path):
     done_before = _completed(db)
     assert 60 <= len(done_before) < N
     [info] = list_jobs()
-    assert info.status == "running"  # killed: nothing got to mark it
+    assert info.status == "abandoned"  # killed: stored as running, but its process is gone
     first_pid = proc.pid
 
     resume = tmp_path / "resume.py"

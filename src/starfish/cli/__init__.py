@@ -46,4 +46,10 @@ def _root(
 
 def main() -> None:
     """Entry point of the `starfish` console script and `python -m starfish`."""
-    app(prog_name="starfish")
+    from starfish.errors import StorageError
+
+    try:
+        app(prog_name="starfish")
+    except StorageError as e:  # a full disk, a read-only or damaged database: not a usage error
+        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+        raise SystemExit(1) from None

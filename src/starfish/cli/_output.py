@@ -16,7 +16,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what `docker stop` and Kubernetes expect
 
-FAILED_STATUSES = ("failed", "stopped")
+FAILED_STATUSES = ("failed", "stopped", "abandoned")
+"""`abandoned`: stored as running, but no process runs it (killed mid-run): resumable."""
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -68,6 +69,8 @@ def print_summary(info: Any) -> None:
 
 def export_hint(info: Any) -> str:
     """The command that gets the records out; the failures when nothing completed."""
+    if info.status == "abandoned":
+        return f"abandoned (its process ended mid-run): starfish jobs resume {info.job_id}"
     if info.counts.get("completed", 0) == 0 and info.counts.get("failed", 0):
         return f"failures: starfish jobs export {info.job_id} --output failed.jsonl --filter failed"
     return f"records: starfish jobs export {info.job_id} --output records.jsonl"

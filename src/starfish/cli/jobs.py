@@ -149,7 +149,7 @@ def resume(
     as_json: AsJson = False,
 ) -> None:
     """Continue a stored job: runs only the inputs that have not completed."""
-    from starfish import OutputError, jobs
+    from starfish import OutputError, StorageError, jobs
 
     job_id = _load(job_id).job_id
     overrides: dict[str, Any] = {"show_progress": not no_progress}
@@ -160,6 +160,8 @@ def resume(
         jobs.resume_job(job_id, **overrides)
     except OutputError as e:
         error = e
+    except StorageError as e:
+        fail(str(e), EXIT_FAILED_JOB)
     except RuntimeError as e:
         fail(str(e))
     except (KeyboardInterrupt, JobTerminated) as e:
@@ -176,8 +178,11 @@ def resume(
 @app.command("delete")
 def delete(job_id: JobId) -> None:
     """Delete a stored job and its records."""
-    from starfish import jobs
+    from starfish import ResumeError, jobs
 
     job_id = _load(job_id).job_id
-    jobs.delete_job(job_id)
+    try:
+        jobs.delete_job(job_id)
+    except ResumeError as e:
+        fail(str(e), EXIT_FAILED_JOB)
     typer.echo(f"deleted job {job_id}")

@@ -43,7 +43,9 @@ class DataFactory:
 
             check_portable(self._options.executor, func)
         self.job_id: str | None = None
-        self.state = JobState(self._options.initial_state_values)
+        self.state = JobState(
+            self._options.initial_state_values, stored_as_json=self._options.storage == "local"
+        )
         self._inputs: InputSpec | None = None
         self._storage: Storage | None = None
         functools.update_wrapper(self, func, updated=())

@@ -7,6 +7,7 @@ flushed, the job row finalised and exactly one telemetry event sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -25,7 +26,7 @@ from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage import Storage, open_storage
 from starfish.data_factory.storage.base import COUNT_KEYS
-from starfish.errors import OutputError
+from starfish.errors import OutputError, StorageError
 
 logger = logging.getLogger("starfish")
 
@@ -50,6 +51,11 @@ def new_job_id() -> str:
     return os.urandom(16).hex()
 
 
+def _storage_reason(error: BaseException) -> str:
+    """The stored stop reason: `storage: database or disk is full`."""
+    return f"storage: {getattr(error, 'reason', None) or error}"
+
+
 def make_gates(options: Options) -> list[Gate]:
     """The gates of a job beyond concurrency (the worker pool), in the order they are passed."""
     gates: list[Gate] = []
@@ -70,18 +76,38 @@ async def execute(
 ) -> JobResult:
     """Run `inputs` through `func` as a new job, or continue job `resume_id`.
 
-    `on_start` hears the job id and state as soon as the job is stored, before any call.
+    `on_start` hears the job id and state as soon as the job is stored, before any call. The
+    job is leased for the whole run: a resume of a job another process is running is refused
+    here, before anything is read or called.
     """
     if storage is None:
         storage = open_storage(options.storage)
+    job_id = resume_id or new_job_id()
+    lease = storage.acquire_lease(job_id)
+    try:
+        return await _execute(func, options, inputs, run_mode, storage, job_id, resume_id, on_start)
+    finally:
+        lease.release()
+
+
+async def _execute(
+    func: Callable[..., Any],
+    options: Options,
+    inputs: InputSpec,
+    run_mode: str,
+    storage: Storage,
+    job_id: str,
+    resume_id: str | None,
+    on_start: OnStart | None,
+) -> JobResult:
     config = options.public_config()
     name = function_name(func)
     n = inputs.num_inputs
     started = time.monotonic()
 
+    as_json = options.storage == "local"  # a dry run of a local job checks its state too
     if resume_id is None:
-        job_id = new_job_id()
-        state = JobState(options.initial_state_values)
+        state = JobState(options.initial_state_values, stored_as_json=as_json)
         spec: Any = (
             callspec.dump(func, inputs, options)
             if storage.kind == "local"
@@ -110,11 +136,11 @@ async def execute(
         dead: set[int] = set()
         previous_time = 0.0
     else:
-        job_id = resume_id
         row = storage.get_job(job_id) or {}
         progress = storage.load_progress(job_id, n)
         state = JobState(
-            progress.state if progress.state is not None else options.initial_state_values
+            progress.state if progress.state is not None else options.initial_state_values,
+            stored_as_json=as_json,
         )
         storage.start_resume(job_id, run_mode, config)
         pending = itertools.compress(range(n), progress.completed.translate(_INVERT))
@@ -156,6 +182,8 @@ async def execute(
         keep_records=base_kept == 0,
         previously_dead=dead,
     )
+    # A failed write stops the job at once: no new call starts (the writer stores no more).
+    writer.on_failure = lambda error: runner.stop("failed", _storage_reason(error))
     reporter = None
     if options.show_progress and run_mode != "dry_run":
         from starfish.data_factory.progress import ProgressReporter
@@ -173,12 +201,22 @@ async def execute(
             reporter.stop()
 
     run_time = time.monotonic() - started
+    storage_failure: StorageError | None = None
+    try:
+        writer.close()
+    except StorageError as exc:
+        storage_failure = exc
     counts = {k: base[k] + runner.counts[k] for k in base}
     counts["dead"] -= runner.revived
     errors = dict(base_errors)
     for k, v in runner.error_summary.items():
         errors[k] = errors.get(k, 0) + v
-    if interruption is not None:
+    if storage_failure is not None:
+        # Outcomes of the failed transaction are not stored: the counts are what is on disk.
+        status, reason = "failed", _storage_reason(storage_failure)
+        with contextlib.suppress(StorageError):  # unreadable too: the runner's counts
+            counts, errors = storage.live_counts(job_id)
+    elif interruption is not None:
         is_cancel = isinstance(interruption, (asyncio.CancelledError, KeyboardInterrupt))
         status = "interrupted"
         if not is_cancel:
@@ -194,8 +232,6 @@ async def execute(
     else:
         status, reason = "completed", runner.stop_reason
     try:
-        writer.close()
-    finally:
         storage.finish_job(
             job_id,
             {
@@ -203,11 +239,13 @@ async def execute(
                 "stop_reason": reason,
                 "counts": counts,
                 "error_summary": errors,
-                "state": state.to_dict(),
                 "finished_at": time.time(),
                 "execution_time": previous_time + run_time,
             },
         )
+    except StorageError as exc:
+        storage_failure = storage_failure or exc
+    finally:
         from starfish.data_factory.report import send_job_event
 
         send_job_event(
@@ -220,10 +258,15 @@ async def execute(
             execution_time=run_time,
             target_reached=counts["completed"] >= (options.target_count or n),
         )
-    if status != "completed":
+    if status != "completed" and storage_failure is None:
         logger.warning("starfish: job %s %s: %s", job_id, status, reason)
     if interruption is not None:
         raise interruption
+    if storage_failure is not None:
+        raise StorageError(
+            f"job {job_id} stopped, {counts['completed']} completed inputs stored: "
+            f"{storage_failure}, then continue it with: starfish jobs resume {job_id}"
+        ) from storage_failure
     if runner.fatal_error is not None:
         raise runner.fatal_error
     if counts["completed"] == 0:

@@ -96,6 +96,10 @@ class Options:
         init = self.initial_state_values
         if init is not None and not isinstance(init, Mapping):
             raise OptionsError(f"initial_state_values must be a dict or None, got {init!r}.")
+        if init and self.storage == "local":  # in-memory state is never encoded
+            from starfish.data_factory.state import check_initial_state
+
+            check_initial_state(init)
         if not isinstance(self.show_progress, bool):
             raise OptionsError(f"show_progress must be True or False, got {self.show_progress!r}.")
         for name in HOOK_OPTIONS:

@@ -148,6 +148,10 @@ class Runner:
         if not self._stopping:
             self.stop_reason = "all inputs done"
 
+    def stop(self, status: str, reason: str) -> None:
+        """End the job now: no new call starts, calls in flight are cancelled."""
+        self._stop(status, reason)
+
     def _stop(self, status: str, reason: str) -> None:
         if self._stopping:
             return
@@ -334,4 +338,4 @@ class Runner:
     def _save_state(self) -> None:
         if self.state.version != self._state_version:
             self._state_version = self.state.version
-            self.writer.set_state(self.state.to_dict())
+            self.writer.set_state(self.state)

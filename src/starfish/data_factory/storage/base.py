@@ -8,8 +8,11 @@ are stored once per job as a blob (see `callspec.py`), not one row per input.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starfish.data_factory.state import JobState
 
 FILTERS = ("completed", "failed", "filtered", "duplicate")
 COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
@@ -53,7 +56,15 @@ class Progress:
 
 
 class JobWriter(ABC):
-    """Writes one job's outcomes; `close` returns once everything handed over is stored."""
+    """Writes one job's outcomes; `close` returns once everything handed over is stored.
+
+    A write that fails is never retried or skipped: the writer keeps the error as `failure`
+    (a `StorageError`), calls `on_failure` with it so the job stops at once, stores nothing
+    more, and `close` raises it.
+    """
+
+    failure: BaseException | None = None
+    on_failure: Callable[[BaseException], None] | None = None
 
     @abstractmethod
     def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
@@ -66,7 +77,9 @@ class JobWriter(ABC):
         """An attempt that did not complete: `failed`, `filtered` or `duplicate`."""
 
     @abstractmethod
-    def set_state(self, state: dict[str, Any]) -> None: ...
+    def set_state(self, state: JobState) -> None:
+        """Take the keys of the job state set since the last call (`take_changes`) and store
+        them with the next outcomes, in the same transaction."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -81,6 +94,16 @@ class Storage(ABC):
 
     @abstractmethod
     def start_resume(self, job_id: str, run_mode: str, config: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def acquire_lease(self, job_id: str) -> Any:
+        """Mark the job live for as long as this process runs it (an object with `release()`);
+        `ResumeError` if it is live already, so that no input runs twice."""
+
+    @abstractmethod
+    def is_live(self, job_id: str) -> bool:
+        """A process is running this job now: a stored `running` job that is not live was
+        killed mid-run (shown as `abandoned`)."""
 
     @abstractmethod
     def get_job(self, job_id: str) -> dict[str, Any] | None: ...

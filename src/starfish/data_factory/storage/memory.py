@@ -6,7 +6,7 @@ Records are kept as the very objects the function returned (no copies, no JSON).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starfish.data_factory.storage.base import (
     COUNT_KEYS,
@@ -15,18 +15,26 @@ from starfish.data_factory.storage.base import (
     Storage,
     check_filter,
 )
+from starfish.errors import ResumeError
+
+if TYPE_CHECKING:
+    from starfish.data_factory.state import JobState
 
 
 class _MemJob:
-    __slots__ = ("attempts", "meta", "outcomes", "seq", "spec")
+    __slots__ = ("attempts", "meta", "outcomes", "seq", "spec", "state")
 
     def __init__(self, meta: dict[str, Any], spec: Any, seq: int) -> None:
+        self.state: dict[str, Any] = dict(meta.pop("state", None) or {})
         self.meta = meta
         self.spec = spec
         self.seq = seq
         # index -> (status, attempts, records); a list, so input order is free
         self.outcomes: list[tuple | None] = [None] * meta["num_inputs"]
         self.attempts: list[tuple] = []  # (index, attempt, status, error_type, records)
+
+    def row(self) -> dict[str, Any]:
+        return {**self.meta, "state": dict(self.state)}
 
 
 class MemoryStorage(Storage):
@@ -35,6 +43,7 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self._jobs: dict[str, _MemJob] = {}
         self._seq = 0
+        self._live: set[str] = set()  # jobs running now, in this process
 
     def _job(self, job_id: str) -> _MemJob:
         try:
@@ -51,16 +60,28 @@ class MemoryStorage(Storage):
             status="running", stop_reason=None, run_mode=run_mode, config=config, finished_at=None
         )
 
+    def acquire_lease(self, job_id: str) -> Any:
+        if job_id in self._live:
+            raise ResumeError(
+                f"job {job_id} is running in this process already: wait for it to end, or "
+                "stop it, before resuming it."
+            )
+        self._live.add(job_id)
+        return _MemLease(self._live, job_id)
+
+    def is_live(self, job_id: str) -> bool:
+        return job_id in self._live
+
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         job = self._jobs.get(job_id)
-        return None if job is None else dict(job.meta)
+        return None if job is None else job.row()
 
     def find_job_ids(self, prefix: str) -> list[str]:
         return [j for j in self._jobs if prefix and j.startswith(prefix)]
 
     def list_jobs(self) -> list[dict[str, Any]]:
         jobs = sorted(self._jobs.values(), key=lambda j: j.seq, reverse=True)
-        return [dict(j.meta) for j in jobs]
+        return [j.row() for j in jobs]
 
     def load_spec(self, job_id: str) -> Any:
         return self._job(job_id).spec
@@ -79,7 +100,7 @@ class MemoryStorage(Storage):
                     dead.add(i)
         counts, errors = self.live_counts(job_id)
         failed = {k: counts[k] for k in ("failed", "filtered", "duplicate")}
-        return Progress(completed, dead, failed, errors, job.meta.get("state"), empty)
+        return Progress(completed, dead, failed, errors, dict(job.state), empty)
 
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
         job = self._job(job_id)
@@ -129,6 +150,15 @@ class MemoryStorage(Storage):
         del self._jobs[job_id]
 
 
+class _MemLease:
+    def __init__(self, live: set[str], job_id: str) -> None:
+        self._live = live
+        self._job_id = job_id
+
+    def release(self) -> None:
+        self._live.discard(self._job_id)
+
+
 class _MemWriter(JobWriter):
     def __init__(self, job: _MemJob) -> None:
         self._job = job
@@ -141,8 +171,8 @@ class _MemWriter(JobWriter):
     ) -> None:
         self._job.attempts.append((index, attempt, status, error_type, records))
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        self._job.meta["state"] = state
+    def set_state(self, state: JobState) -> None:
+        self._job.state.update(state.take_changes())
 
     def close(self) -> None:
         """Nothing to flush: every outcome is stored the moment it is handed over."""

@@ -6,6 +6,9 @@ Layout, chosen for write speed:
   insert touches one b-tree and reading a job in input order is a rowid range scan. The
   completed records are one JSON array per input.
 - `attempts`: attempts that did not complete (failed / filtered / duplicate).
+- `state`: the job state, one row per key (JSON), written per changed key in the same
+  transaction as the outcomes whose hooks changed it. (`jobs.state` is read only for jobs
+  stored before this table existed.)
 
 Writes are committed on the event loop once per turn of the loop (group commit, see
 `_SqliteWriter`): a finished input is durable before the loop starts anything else.
@@ -15,14 +18,17 @@ loss can drop the last transactions.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from starfish.data_factory._json import dumps
 from starfish.data_factory.storage.base import (
     COUNT_KEYS,
     JobWriter,
@@ -30,6 +36,10 @@ from starfish.data_factory.storage.base import (
     Storage,
     check_filter,
 )
+from starfish.errors import ResumeError, StorageError
+
+if TYPE_CHECKING:
+    from starfish.data_factory.state import JobState
 
 logger = logging.getLogger("starfish")
 
@@ -68,6 +78,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_job ON attempts (jid, status, idx);
+CREATE TABLE IF NOT EXISTS state (
+    jid INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (jid, key)
+) WITHOUT ROWID;
 """
 
 _JOB_COLUMNS = (
@@ -91,31 +107,103 @@ _SHIFT = 32
 _LOW = (1 << _SHIFT) - 1
 
 
-def _make_dumps() -> Any:
-    """Compact JSON with one C encoder built once (json.dumps rebuilds it on every call)."""
-    from json import encoder
-
-    plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-    if encoder.c_make_encoder is None or encoder.c_encode_basestring is None:
-        return plain.encode
-    make = encoder.c_make_encoder(
-        None, plain.default, encoder.c_encode_basestring, None, ":", ",", False, False, True
-    )
-    join = "".join
-
-    def dumps(value: Any) -> str:
-        return join(make(value, 0))
-
-    return dumps
-
-
-_dumps = _make_dumps()
+_dumps = dumps
 _scan = json.JSONDecoder().scan_once
+
+
+_MAX_TEXT = 1_000_000_000
+"""SQLite's default SQLITE_MAX_LENGTH in bytes: a longer value fails the whole transaction."""
+
+
+def _encode(records: list) -> str:
+    """One input's records as JSON text that SQLite will take, or an error for that input only.
+
+    Checked here, per input, so that no record content can fail a batch commit (and with it
+    every input of the batch): a lone surrogate (half an emoji from a model) is valid in a
+    Python str but not in UTF-8, and a value over SQLite's length limit is refused whole.
+    `isascii` is O(1), so ASCII records of a sane size pay two cheap calls.
+    """
+    data = _dumps(records)
+    if not data.isascii() or len(data) > _MAX_TEXT:
+        _check_text(data)
+    return data
+
+
+def _check_text(data: str) -> None:
+    size = len(data.encode("utf-8"))  # raises UnicodeEncodeError for a lone surrogate
+    if size > _MAX_TEXT:
+        raise ValueError(
+            f"records of {size:,} bytes as JSON are over SQLite's limit of {_MAX_TEXT:,}"
+        )
+
+
+def _encode_failure(records: list) -> str:
+    """A failure's own record must always be storable: escape what UTF-8 cannot hold."""
+    try:
+        return _encode(records)
+    except ValueError:  # UnicodeEncodeError included: an error message quoting bad output
+        cut = [{k: v[:100_000] if isinstance(v, str) else v for k, v in r.items()} for r in records]
+        return json.dumps(cut, ensure_ascii=True, default=repr)
 
 
 def _loads(text: str) -> Any:
     """Parse JSON we wrote ourselves (no surrounding whitespace) with the C scanner directly."""
     return _scan(text, 0)[0]
+
+
+_RESERVE_BYTES = 256 * 1024
+"""Space kept beside the database in a file: given back when a full disk would otherwise keep
+a job's final row (status, counts) from being written."""
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _fix(cause: str) -> str:
+    text = cause.lower()
+    if "full" in text or "no space" in text:
+        return "free disk space"
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return "make the file and its directory writable"
+    if "i/o error" in text:
+        return "check the disk: free space, the file size limit (ulimit -f), the system log"
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            "the file is damaged: move it aside (its jobs are then not listed) or set "
+            "STARFISH_LOCAL_STORAGE_DIR to another directory"
+        )
+    return (
+        "check that it is a readable database file in a writable directory, or set "
+        "STARFISH_LOCAL_STORAGE_DIR to another directory"
+    )
+
+
+def storage_error(path: Path, exc: BaseException, action: str = "write") -> StorageError:
+    """One line naming the file, the cause and the fix; `.reason` is the cause alone."""
+    cause = " ".join(_cause(exc).split())
+    error = StorageError(f"cannot {action} {path}: {cause}; {_fix(cause)}")
+    error.reason = cause  # type: ignore[attr-defined]
+    return error
+
+
+def _is_full(exc: BaseException) -> bool:
+    return "full" in str(exc).lower() or (isinstance(exc, OSError) and exc.errno == 28)
+
+
+def _reading(method: Callable[..., Any]) -> Callable[..., Any]:
+    """SQLite errors of a read (a damaged page, a locked file) as one-line `StorageError`s."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqliteStorage, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc, "read") from None
+
+    return wrapper
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -146,11 +234,42 @@ class SqliteStorage(Storage):
             if not self.path.exists():
                 if not create:
                     return None
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = connect(self.path)
-            conn.executescript(_SCHEMA)
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise storage_error(self.path.parent, exc, "create") from None
+            try:
+                conn = connect(self.path)
+                try:
+                    conn.executescript(_SCHEMA)
+                except BaseException:
+                    conn.close()
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise storage_error(self.path, exc, "open") from None
             self._conn = conn
         return self._conn
+
+    def _reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _ensure_reserve(self) -> None:
+        """Keep `_RESERVE_BYTES` of real disk blocks beside the database (once per job start)."""
+        reserve = self._reserve_path()
+        if reserve.exists():
+            return
+        try:
+            with open(reserve, "wb") as f:
+                f.write(bytes(_RESERVE_BYTES))
+        except OSError:
+            reserve.unlink(missing_ok=True)  # no room even for that: nothing to keep
+
+    def _release_reserve(self) -> bool:
+        try:
+            self._reserve_path().unlink()
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         if self._conn is not None:
@@ -166,6 +285,9 @@ class SqliteStorage(Storage):
     # jobs ------------------------------------------------------------------------------
     def create_job(self, meta: dict[str, Any], spec: Any) -> None:
         conn = self._db()
+        self._ensure_reserve()
+        state = meta.get("state") or {}
+        meta = {**meta, "state": None}  # stored per key in `state`
         values = [
             _json_column(meta.get(c)) if c in _JSON_COLUMNS else meta.get(c) for c in _JOB_COLUMNS
         ]
@@ -178,29 +300,67 @@ class SqliteStorage(Storage):
                     values,
                 )
                 conn.execute("INSERT INTO specs (jid, spec) VALUES (?, ?)", (cur.lastrowid, spec))
+                conn.executemany(
+                    "INSERT INTO state (jid, key, value) VALUES (?, ?, ?)",
+                    [(cur.lastrowid, k, _dumps(v)) for k, v in state.items()],
+                )
                 conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise storage_error(self.path, exc) from None
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     def start_resume(self, job_id: str, run_mode: str, config: dict[str, Any]) -> None:
         conn = self._db()
+        self._ensure_reserve()
         with self._lock:
-            conn.execute(
-                "UPDATE jobs SET status = 'running', stop_reason = NULL, run_mode = ?, "
-                "config = ?, finished_at = NULL WHERE job_id = ?",
-                (run_mode, _json_column(config), job_id),
-            )
+            try:
+                conn.execute(
+                    "UPDATE jobs SET status = 'running', stop_reason = NULL, run_mode = ?, "
+                    "config = ?, finished_at = NULL WHERE job_id = ?",
+                    (run_mode, _json_column(config), job_id),
+                )
+            except sqlite3.Error as exc:
+                raise storage_error(self.path, exc) from None
 
+    def _lease_path(self, job_id: str) -> Path:
+        return self.path.parent / "leases" / job_id
+
+    def acquire_lease(self, job_id: str) -> Any:
+        from starfish.data_factory.storage.lease import acquire, holder
+
+        path = self._lease_path(job_id)
+        try:
+            lease = acquire(path)
+        except OSError as exc:
+            raise storage_error(path.parent, exc, "create a lock file in") from None
+        if lease is None:
+            pid = holder(path)
+            where = f"another process (pid {pid})" if pid else "another process"
+            raise ResumeError(
+                f"job {job_id} is running in {where}: resuming it too would call its inputs "
+                "twice; wait for it to end, or stop it (Ctrl-C), then resume it."
+            )
+        return lease
+
+    def is_live(self, job_id: str) -> bool:
+        from starfish.data_factory.storage.lease import holder
+
+        return holder(self._lease_path(job_id)) is not None
+
+    @_reading
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         conn = self._db(create=False)
         if conn is None:
             return None
         row = conn.execute(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE job_id = ?", (job_id,)
+            f"SELECT id, {', '.join(_JOB_COLUMNS)} FROM jobs WHERE job_id = ?", (job_id,)
         ).fetchone()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else _row_to_job(conn, row)
 
+    @_reading
     def find_job_ids(self, prefix: str) -> list[str]:
         conn = self._db(create=False)
         if conn is None or not prefix:
@@ -211,15 +371,17 @@ class SqliteStorage(Storage):
         ).fetchall()
         return [r[0] for r in rows]
 
+    @_reading
     def list_jobs(self) -> list[dict[str, Any]]:
         conn = self._db(create=False)
         if conn is None:
             return []
         rows = conn.execute(
-            f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs ORDER BY created_at DESC, id DESC"
+            f"SELECT id, {', '.join(_JOB_COLUMNS)} FROM jobs ORDER BY created_at DESC, id DESC"
         ).fetchall()
-        return [_row_to_job(r) for r in rows]
+        return [_row_to_job(conn, r) for r in rows]
 
+    @_reading
     def load_spec(self, job_id: str) -> Any:
         conn = self._db()
         row = conn.execute(
@@ -227,6 +389,7 @@ class SqliteStorage(Storage):
         ).fetchone()
         return None if row is None else row[0]
 
+    @_reading
     def load_progress(self, job_id: str, num_inputs: int) -> Progress:
         conn = self._db()
         jid = self._jid(conn, job_id)
@@ -244,10 +407,9 @@ class SqliteStorage(Storage):
                 dead.add(key & _LOW)
         failed_counts = dict.fromkeys(("failed", "filtered", "duplicate"), 0)
         errors = _attempt_counts(conn, jid, failed_counts)
-        row = conn.execute("SELECT state FROM jobs WHERE id = ?", (jid,)).fetchone()
-        state = json.loads(row[0]) if row and row[0] else None
-        return Progress(completed, dead, failed_counts, errors, state, empty)
+        return Progress(completed, dead, failed_counts, errors, _load_state(conn, jid), empty)
 
+    @_reading
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
         conn = self._db()
         jid = self._jid(conn, job_id)
@@ -261,24 +423,45 @@ class SqliteStorage(Storage):
         errors = _attempt_counts(conn, jid, counts)
         return counts, errors
 
+    @_reading
     def open_writer(self, job_id: str, batch_size: int) -> JobWriter:
         conn = self._db()
-        return _SqliteWriter(conn, self._jid(conn, job_id), batch_size)
+        return _SqliteWriter(conn, self._jid(conn, job_id), batch_size, self.path)
 
     def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Write the job's final row; on a full disk, give back the reserve and write it then.
+
+        A job stopped by a full disk must still store its true status and counts: the few
+        pages this update needs come from the reserve file kept beside the database.
+        """
         conn = self._db()
         cols = list(fields)
         values = [_json_column(fields[c]) if c in _JSON_COLUMNS else fields[c] for c in cols]
+        sql = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in cols)} WHERE job_id = ?"
         with self._lock:
-            conn.execute(
-                f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in cols)} WHERE job_id = ?",
-                [*values, job_id],
-            )
+            try:
+                conn.execute(sql, [*values, job_id])
+                return
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                if not (_is_full(exc) and self._release_reserve()):
+                    raise storage_error(self.path, exc) from None
+            try:
+                conn.execute(sql, [*values, job_id])
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise storage_error(self.path, exc) from None
 
     # reading records --------------------------------------------------------------------
     def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]:
         """Stream records in input order with a cursor on a private connection."""
         check_filter(filter)
+        try:
+            yield from self._iter_records(job_id, filter)
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc, "read") from None
+
+    def _iter_records(self, job_id: str, filter: str) -> Iterator[dict]:
         conn = connect(self.path)
         try:
             jid = self._jid(conn, job_id)
@@ -299,6 +482,7 @@ class SqliteStorage(Storage):
         finally:
             conn.close()
 
+    @_reading
     def indices(self, job_id: str, filter: str = "completed") -> list[int]:
         check_filter(filter)
         conn = self._db()
@@ -311,10 +495,12 @@ class SqliteStorage(Storage):
         )
         return [i for (i,) in rows]
 
+    @_reading
     def dead_queue(self, job_id: str) -> list[int]:
         conn = self._db()
         return [k & _LOW for (k,) in _finished_inputs(conn, self._jid(conn, job_id), "dead", "key")]
 
+    @_reading
     def delete_job(self, job_id: str) -> None:
         conn = self._db()
         jid = self._jid(conn, job_id)
@@ -325,6 +511,7 @@ class SqliteStorage(Storage):
                 conn.execute("DELETE FROM inputs WHERE key BETWEEN ? AND ?", (lo, lo | _LOW))
                 conn.execute("DELETE FROM attempts WHERE jid = ?", (jid,))
                 conn.execute("DELETE FROM specs WHERE jid = ?", (jid,))
+                conn.execute("DELETE FROM state WHERE jid = ?", (jid,))
                 conn.execute("DELETE FROM jobs WHERE id = ?", (jid,))
                 conn.execute("COMMIT")
             except BaseException:
@@ -340,11 +527,25 @@ def _json_column(value: Any) -> str | None:
         return None
 
 
-def _row_to_job(row: tuple) -> dict[str, Any]:
-    job = dict(zip(_JOB_COLUMNS, row, strict=True))
+def _row_to_job(conn: sqlite3.Connection, row: tuple) -> dict[str, Any]:
+    job = dict(zip(_JOB_COLUMNS, row[1:], strict=True))
     for c in _JSON_COLUMNS:
         job[c] = json.loads(job[c]) if job[c] else None
+    job["state"] = _load_state(conn, row[0], job["state"])
     return job
+
+
+def _load_state(
+    conn: sqlite3.Connection, jid: int, legacy: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The job state from its rows; a job stored before the `state` table kept it in `jobs`."""
+    rows = conn.execute("SELECT key, value FROM state WHERE jid = ?", (jid,)).fetchall()
+    if rows:
+        return {key: _loads(value) for key, value in rows}
+    if legacy is None:
+        row = conn.execute("SELECT state FROM jobs WHERE id = ?", (jid,)).fetchone()
+        legacy = json.loads(row[0]) if row and row[0] else None
+    return legacy or {}
 
 
 _MAX_PENDING = 256
@@ -363,9 +564,10 @@ class _SqliteWriter(JobWriter):
     the loop from turning, so then at most `_MAX_PENDING` outcomes wait.
     """
 
-    def __init__(self, conn: sqlite3.Connection, jid: int, batch_size: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, jid: int, batch_size: int, path: Path) -> None:
         import asyncio
 
+        self._path = path
         self._conn = conn
         self._jid = jid
         self._base = jid << _SHIFT
@@ -373,12 +575,17 @@ class _SqliteWriter(JobWriter):
         self._loop = asyncio.get_running_loop()
         self._inputs: list[tuple] = []
         self._attempts: list[tuple] = []
-        self._state: str | None = None
+        self._state: dict[str, str] = {}
         self._scheduled = False
         self._error: BaseException | None = None
 
     def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
-        data = None if records is None else _dumps(records)
+        if records is None:
+            data = None
+        else:  # _encode inlined: this runs once per input
+            data = _dumps(records)
+            if not data.isascii() or len(data) > _MAX_TEXT:
+                _check_text(data)
         self._inputs.append((self._base | index, status, attempts, data))
         if len(self._inputs) >= self._batch_size:
             self._schedule()
@@ -386,7 +593,8 @@ class _SqliteWriter(JobWriter):
     def attempt(
         self, index: int, attempt: int, status: str, records: list, error_type: str | None
     ) -> None:
-        self._attempts.append((self._jid, index, attempt, status, error_type, _dumps(records)))
+        data = _encode_failure(records) if status == "failed" else _encode(records)
+        self._attempts.append((self._jid, index, attempt, status, error_type, data))
         if self._batch_size == 1:
             self._schedule()
 
@@ -397,10 +605,8 @@ class _SqliteWriter(JobWriter):
             self._scheduled = True
             self._loop.call_soon(self._commit_at_end_of_turn)
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        text = _json_column(state)
-        if text is not None:
-            self._state = text
+    def set_state(self, state: JobState) -> None:
+        self._state.update(state.take_json_changes())
 
     def _commit_at_end_of_turn(self) -> None:
         self._scheduled = False
@@ -413,13 +619,15 @@ class _SqliteWriter(JobWriter):
             self._commit()
         except Exception as exc:  # kept for close(), which raises it: never lost silently
             self._error = exc
-            logger.error("starfish: storage write failed: %r", exc)
+            self.failure = storage_error(self._path, exc)
+            if self.on_failure is not None:
+                self.on_failure(self.failure)  # the job stops: no new call starts
 
     def _commit(self) -> None:
         inputs, attempts, state = self._inputs, self._attempts, self._state
-        if not (inputs or attempts or state is not None):
+        if not (inputs or attempts or state):
             return
-        self._inputs, self._attempts, self._state = [], [], None
+        self._inputs, self._attempts, self._state = [], [], {}
         conn = self._conn
         conn.execute("BEGIN")
         try:
@@ -435,18 +643,29 @@ class _SqliteWriter(JobWriter):
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     attempts,
                 )
-            if state is not None:
-                conn.execute("UPDATE jobs SET state = ? WHERE id = ?", (state, self._jid))
+            if state:
+                jid = self._jid
+                conn.executemany(
+                    "INSERT OR REPLACE INTO state (jid, key, value) VALUES (?, ?, ?)",
+                    [(jid, key, value) for key, value in state.items()],
+                )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     def close(self) -> None:
-        if self._error is None:
-            self._commit()
-        if self._error is not None:
-            raise RuntimeError(f"storage writer failed: {self._error!r}") from self._error
+        self._commit_now()
+        if self.failure is not None:
+            raise self.failure
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends one itself on some errors (a full
+    disk), and a failing ROLLBACK must not hide the error that caused it."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _finished_inputs(
