@@ -133,3 +133,19 @@ def test_parquet_without_pyarrow_says_how_to_get_it(
     with pytest.raises(DataFileError, match=r"pip install 'starfish\[parquet\]'"):
         io.write_records(tmp_path / "r.parquet", RECORDS)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("in.csv", "name,n\nada,1\nbo,2\n"),
+        ("in.jsonl", '{"name": "ada", "n": "1"}\n{"name": "bo", "n": "2"}\n'),
+    ],
+)
+def test_a_byte_order_mark_reads_as_if_there_were_none(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """Excel writes UTF-8 CSV with a BOM; it must not end up in the first column's name."""
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert list(read_rows(path)) == [{"name": "ada", "n": "1"}, {"name": "bo", "n": "2"}]

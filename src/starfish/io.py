@@ -37,6 +37,8 @@ __all__ = [
 READ_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 WRITE_FORMATS = (".jsonl", ".csv", ".parquet")
 CHUNK_SIZE = 5000
+_UTF8 = "utf-8-sig"
+"""Reads UTF-8 with or without the byte-order mark that Excel and Notepad write."""
 
 
 class DataFileError(StarfishError, ValueError):
@@ -111,7 +113,7 @@ def _suffix(path: Path, supported: tuple[str, ...], verb: str) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding=_UTF8) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -127,7 +129,7 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _read_csv(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding=_UTF8, newline="") as f:
         reader = csv.DictReader(f)
         for row in reader:
             if None in row:

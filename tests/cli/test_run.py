@@ -97,3 +97,11 @@ def test_ctrl_c_leaves_an_interrupted_job_and_says_how_to_resume(workdir: Path) 
     (job,) = jobs.list_jobs()
     assert job.status == "interrupted"
     assert f"continue it with: starfish jobs resume {job.job_id}" in err
+
+
+def test_a_csv_saved_by_excel_with_a_byte_order_mark_runs(cli: Cli, workdir: Path) -> None:
+    (workdir / "excel.csv").write_bytes(b"\xef\xbb\xbfname\r\nada\r\nbo\r\n")
+    job = run_job(cli, "targets.py:echo", "-i", "excel.csv", "-o", "out.jsonl")
+    assert job["counts"]["completed"] == 2
+    rows = [json.loads(line) for line in (workdir / "out.jsonl").read_text().splitlines()]
+    assert rows == [{"name": "ada", "i": 0}, {"name": "bo", "i": 0}]
