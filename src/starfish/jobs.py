@@ -104,8 +104,8 @@ def delete_job(job_id: str) -> None:
     storage.delete_job(full_id)
 
 
-def resume_job(job_id: str, **overrides: Any) -> list[dict]:
+def resume_job(job_id: str, *, reload: bool = False, **overrides: Any) -> list[dict]:
     """Continue a stored job (see `data_factory.resume_from_checkpoint`)."""
     from starfish.data_factory.factory import resume_from_checkpoint
 
-    return resume_from_checkpoint(job_id, **overrides)
+    return resume_from_checkpoint(job_id, reload=reload, **overrides)

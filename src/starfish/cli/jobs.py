@@ -143,11 +143,20 @@ def resume(
         int | None,
         typer.Option(min=1, metavar="N", help="Calls running at once.", show_default=False),
     ] = None,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="Import TARGET afresh from where the run imported it (its file or module), "
+            "instead of running the code stored when the job started: a fixed function "
+            "rescues the inputs the old one killed.",
+        ),
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Continue a stored job: runs only the inputs that have not completed."""
-    from starfish import OutputError, jobs
+    from starfish import OutputError, ResumeError, jobs
 
     job_id = _load(job_id).job_id
     overrides: dict[str, Any] = {"show_progress": not no_progress}
@@ -155,11 +164,11 @@ def resume(
         overrides["max_concurrency"] = max_concurrency
     error = None
     try:
-        jobs.resume_job(job_id, **overrides)
+        jobs.resume_job(job_id, reload=reload, **overrides)
     except OutputError as e:
         error = e
-    except RuntimeError as e:
-        fail(str(e))
+    except ResumeError as e:
+        fail(str(e), EXIT_FAILED_JOB)
     except KeyboardInterrupt:
         typer.echo(f"interrupted; continue it with: starfish jobs resume {job_id}", err=True)
         raise typer.Exit(130) from None

@@ -107,85 +107,11 @@ def public_config(opts: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-# the call spec: what a resume in another process needs ----------------------------------
-class _FuncRef:
-    """A function stored as `module:qualname` and imported again on resume."""
-
-    def __init__(self, module: str, qualname: str) -> None:
-        self.module = module
-        self.qualname = qualname
-
-    def resolve(self) -> Callable[..., Any]:
-        import importlib
-
-        obj: Any = importlib.import_module(self.module)
-        for part in self.qualname.split("."):
-            obj = getattr(obj, part)
-        return obj.func if isinstance(obj, DataFactory) else obj
-
-
-def _pickled_by_value(module: str) -> bool:
-    """Registered with `cloudpickle.register_pickle_by_value` (the CLI does so for a file
-    TARGET): importable here only by a path trick, so a reference would not resolve elsewhere."""
-    try:
-        import cloudpickle
-    except ImportError:
-        return False
-    registered = cloudpickle.list_registry_pickle_by_value()
-    return any(module == name or module.startswith(name + ".") for name in registered)
-
-
-def _func_ref(func: Callable[..., Any]) -> _FuncRef | None:
-    module = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", "")
-    if not module or module == "__main__" or "<" in qualname or _pickled_by_value(module):
-        return None
-    try:
-        ref = _FuncRef(module, qualname)
-        return ref if ref.resolve() is func else None
-    except Exception:
-        return None
-
-
+# the call spec: what a resume in another process needs (see call_spec.py) --------------
 def _call_spec(func: Callable[..., Any], inputs: Any, opts: dict[str, Any]) -> bytes | None:
-    """Pickle the function, inputs and options once per job; by reference when importable."""
-    import pickle
+    from starfish.data_factory import call_spec
 
-    payload = {"version": 1, "inputs": inputs.to_payload(), "options": opts}
-    ref = _func_ref(func)
-    if ref is not None:
-        try:
-            return pickle.dumps({**payload, "func": ref}, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            pass
-    try:
-        import cloudpickle
-
-        return cloudpickle.dumps({**payload, "func": func}, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        logger.warning(
-            "starfish: the job's function or inputs cannot be pickled (%r); it can be resumed "
-            "only in this process.",
-            exc,
-        )
-        return None
-
-
-def _load_call_spec(blob: bytes | None, job_id: str) -> dict[str, Any]:
-    import pickle
-
-    if blob is None:
-        raise ResumeError(
-            f"job {job_id} stored no call spec (its function or inputs could not be pickled); "
-            "resume it in the process that ran it with gen.resume()."
-        )
-    try:
-        payload = pickle.loads(blob)
-        if isinstance(payload["func"], _FuncRef):
-            payload["func"] = payload["func"].resolve()
-    except Exception as exc:
-        raise ResumeError(f"cannot load job {job_id} for resume: {exc!r}") from exc
-    return payload
+    return call_spec.dump(func, inputs, opts)
 
 
 # running --------------------------------------------------------------------------------
@@ -374,17 +300,28 @@ def data_factory(func: Callable[..., Any] | None = None, /, **options: Any) -> A
     return lambda f: DataFactory(f, options)
 
 
-def resume_from_checkpoint(job_id: str, **overrides: Any) -> list[dict]:
-    """Continue any stored job, from this or another process; returns all its completed records."""
+def resume_from_checkpoint(job_id: str, *, reload: bool = False, **overrides: Any) -> list[dict]:
+    """Continue any stored job, from this or another process; returns all its completed records.
+
+    The job runs the function stored when it started. `reload=True` imports it afresh from
+    where the run imported it (module, or source file), so a fixed function or hook can
+    rescue the inputs the old one killed.
+    """
     from starfish.data_factory.storage import locate_job
 
     storage, full_id = locate_job(job_id)
     if storage.kind == "in_memory":
+        if reload:
+            raise ResumeError(
+                f"job {job_id} is in memory: it resumes with the function this process has; "
+                "reload applies to local jobs."
+            )
         factory, inputs = storage.load_spec(full_id)
     else:
+        from starfish.data_factory import call_spec
         from starfish.data_factory.inputs import InputSpec
 
-        payload = _load_call_spec(storage.load_spec(full_id), full_id)
+        payload = call_spec.load(storage.load_spec(full_id), full_id, reload=reload)
         factory = DataFactory(payload["func"], payload["options"])
         inputs = InputSpec.from_payload(payload["inputs"])
     return factory._resume(full_id, inputs, storage, overrides)

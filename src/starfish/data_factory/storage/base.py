@@ -2,7 +2,7 @@
 
 Per input only its outcome is stored (`completed` with its records, or `dead`), plus one row
 per attempt that did not complete (`failed`, `filtered`, `duplicate`). The inputs themselves
-are stored once per job as a blob (see `factory._call_spec`), not one row per input.
+are stored once per job as a blob (see `call_spec.py`), not one row per input.
 """
 
 from __future__ import annotations
