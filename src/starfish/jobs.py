@@ -109,3 +109,10 @@ def resume_job(job_id: str, *, reload: bool = False, **overrides: Any) -> list[d
     from starfish.data_factory.factory import resume_from_checkpoint
 
     return resume_from_checkpoint(job_id, reload=reload, **overrides)
+
+
+def run_resume(job_id: str, *, reload: bool = False, **overrides: Any) -> None:
+    """`resume_job` that leaves the records in storage (the CLI: memory stays flat)."""
+    from starfish.data_factory.factory import resume_stored_job
+
+    resume_stored_job(job_id, reload=reload, collect=False, overrides=overrides)

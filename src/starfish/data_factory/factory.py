@@ -226,7 +226,19 @@ class DataFactory:
             )
         return self._resume(self.job_id, self._inputs, self._storage, overrides)
 
-    def _resume(self, job_id: str, inputs: Any, storage: Any, overrides: dict[str, Any]) -> Any:
+    def _run_rows(self, rows: Any) -> None:
+        """Run over a `RowStream` (the rows of an input file, see `inputs.stream_inputs`): the
+        rows stream into storage and the records stay there, so memory stays flat."""
+        _run_sync(lambda: self._execute(rows, "normal", collect=False))
+
+    def _resume(
+        self,
+        job_id: str,
+        inputs: Any,
+        storage: Any,
+        overrides: dict[str, Any],
+        collect: bool = True,
+    ) -> Any:
         """Run the inputs of a stored job that are not completed; self then holds that job."""
         if "storage" in overrides:
             raise OptionsError(
@@ -235,7 +247,7 @@ class DataFactory:
         target = self.with_options(**overrides) if overrides else self
         result = _run_sync(
             lambda: target._execute(
-                inputs, "resume_from_checkpoint", storage=storage, resume_id=job_id
+                inputs, "resume_from_checkpoint", storage=storage, resume_id=job_id, collect=collect
             )
         )
         self.job_id, self._inputs, self._storage, self.state = job_id, inputs, storage, target.state
@@ -252,10 +264,13 @@ class DataFactory:
         run_mode: str,
         storage: Any = None,
         resume_id: str | None = None,
+        collect: bool = True,
     ) -> list[dict]:
         from starfish.data_factory.job import execute
 
-        return await execute(self, inputs, run_mode, storage=storage, resume_id=resume_id)
+        return await execute(
+            self, inputs, run_mode, storage=storage, resume_id=resume_id, collect=collect
+        )
 
     # reading the last job ---------------------------------------------------------------
     def _last(self) -> tuple[Any, str]:
@@ -307,6 +322,13 @@ def resume_from_checkpoint(job_id: str, *, reload: bool = False, **overrides: An
     where the run imported it (module, or source file), so a fixed function or hook can
     rescue the inputs the old one killed.
     """
+    return resume_stored_job(job_id, reload=reload, collect=True, overrides=overrides)
+
+
+def resume_stored_job(
+    job_id: str, *, reload: bool, collect: bool, overrides: dict[str, Any]
+) -> list[dict]:
+    """`resume_from_checkpoint`; with `collect=False` (the CLI) the records stay in storage."""
     from starfish.data_factory.storage import locate_job
 
     storage, full_id = locate_job(job_id)
@@ -319,12 +341,12 @@ def resume_from_checkpoint(job_id: str, *, reload: bool = False, **overrides: An
         factory, inputs = storage.load_spec(full_id)
     else:
         from starfish.data_factory import call_spec
-        from starfish.data_factory.inputs import InputSpec
+        from starfish.data_factory.inputs import inputs_from_payload
 
         payload = call_spec.load(storage.load_spec(full_id), full_id, reload=reload)
         factory = DataFactory(payload["func"], payload["options"])
-        inputs = InputSpec.from_payload(payload["inputs"])
-    return factory._resume(full_id, inputs, storage, overrides)
+        inputs = inputs_from_payload(payload["inputs"], storage, full_id)
+    return factory._resume(full_id, inputs, storage, overrides, collect)
 
 
 data_factory.resume_from_checkpoint = resume_from_checkpoint  # type: ignore[attr-defined]

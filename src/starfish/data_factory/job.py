@@ -12,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from starfish.data_factory.inputs import InputSpec, function_name
+from starfish.data_factory.inputs import InputSpec, RowStream, function_name
 from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage import Storage, open_storage
@@ -34,8 +34,13 @@ async def execute(
     *,
     storage: Storage | None = None,
     resume_id: str | None = None,
+    collect: bool = True,
 ) -> list[dict]:
-    """Run `inputs` through `factory.func` as a new job, or continue job `resume_id`."""
+    """Run `inputs` through `factory.func` as a new job, or continue job `resume_id`.
+
+    With `collect=False` the records stay in storage and `[]` is returned: a job over a large
+    file (the CLI) holds none of them in memory.
+    """
     from starfish.data_factory.factory import _call_spec, _new_job_id, public_config
 
     opts = factory._options
@@ -43,6 +48,8 @@ async def execute(
         storage = open_storage(opts["storage"])
     config = public_config(opts)
     name = function_name(factory.func)
+    if isinstance(inputs, RowStream) and storage.kind != "local":
+        inputs = inputs.materialize()  # no database to stream the rows into
     n = inputs.num_inputs
     started = time.monotonic()
 
@@ -68,6 +75,9 @@ async def execute(
             },
             spec,
         )
+        if isinstance(inputs, RowStream):  # the rows of a file go into storage, one per input
+            inputs = inputs.store(storage, job_id)
+            n = inputs.num_inputs
         pending = iter(range(n))
         base = dict.fromkeys(COUNT_KEYS, 0)
         base_errors: dict[str, int] = {}
@@ -108,6 +118,8 @@ async def execute(
         base_completed=base["completed"],
         previously_dead=dead,
     )
+    if not collect:
+        runner.records = None
     reporter = None
     if opts["show_progress"] and run_mode != "dry_run":
         from starfish.data_factory.progress import ProgressReporter
@@ -177,6 +189,8 @@ async def execute(
             f"({counts['failed']} failed attempts, errors: {errors or 'none'}); "
             "its records stay readable with get_output_data(filter=...)."
         )
+    if not collect:
+        return []
     if runner.records is not None:
         out: list[dict] = []
         for kept in runner.records:

@@ -6,6 +6,7 @@ Layout, chosen for write speed:
   insert touches one b-tree and reading a job in input order is a rowid range scan. The
   completed records are one JSON array per input.
 - `attempts`: attempts that did not complete (failed / filtered / duplicate).
+- `input_rows`: the rows of an input file, one per input (see `_input_rows`).
 
 Writes are committed on the event loop once per turn of the loop (group commit, see
 `_SqliteWriter`): a finished input is durable before the loop starts anything else.
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from starfish.data_factory.storage import _input_rows
 from starfish.data_factory.storage.base import (
     COUNT_KEYS,
     JobWriter,
@@ -148,7 +150,7 @@ class SqliteStorage(Storage):
                     return None
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = connect(self.path)
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + _input_rows.SCHEMA)
             self._conn = conn
         return self._conn
 
@@ -322,6 +324,7 @@ class SqliteStorage(Storage):
             try:
                 conn.execute("DELETE FROM inputs WHERE key BETWEEN ? AND ?", (lo, lo | _LOW))
                 conn.execute("DELETE FROM attempts WHERE jid = ?", (jid,))
+                _input_rows.delete_rows(conn, jid)
                 conn.execute("DELETE FROM specs WHERE jid = ?", (jid,))
                 conn.execute("DELETE FROM jobs WHERE id = ?", (jid,))
                 conn.execute("COMMIT")
