@@ -128,11 +128,15 @@ def export(
 
     job_id = _load(job_id).job_id
     try:
-        count = io.write_records(output, jobs.iter_records(job_id, filter=filter_.value))
+        io.check_writable(output)  # a format we cannot write is a usage error: exit 2
     except io.DataFileError as e:
         fail(str(e))
+    try:
+        count = io.write_records(output, jobs.iter_records(job_id, filter=filter_.value))
+    except io.DataFileError as e:  # records that do not fit the format: the job is fine
+        fail(str(e), EXIT_FAILED_JOB)
     except OSError as e:
-        fail(f"cannot write {output}: {e.strerror or e}")
+        fail(f"cannot write {output}: {e.strerror or e}", EXIT_FAILED_JOB)
     typer.echo(f"wrote {count} {filter_.value} records of job {job_id} to {output}")
 
 
