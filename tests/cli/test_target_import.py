@@ -134,3 +134,39 @@ def test_resume_runs_the_stored_code_and_reload_picks_up_a_fix(tmp_path: Path) -
     out = tmp_path / "out.jsonl"
     assert _starfish("jobs", "export", job_id, "-o", str(out), cwd=tmp_path).returncode == 0
     assert json.loads(out.read_text().splitlines()[0]) == {"text": "A", "fixed": True}
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    assert result.returncode == code, result
+    assert "Traceback" not in result.stderr, result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    for needle in needles:
+        assert needle in line, line
+    return line
+
+
+def test_resume_errors_are_one_line_and_exit_1_not_usage_errors(tmp_path: Path) -> None:
+    project = _project(tmp_path / "project")
+    job_id = _failed_job(project, "gen.py:translate")
+    (project / "gen.py").unlink()
+    gone = _starfish("jobs", "resume", job_id, "--reload", "--no-progress", cwd=tmp_path)
+    _one_error_line(gone, 1, f"cannot reload {project / 'gen.py'}:translate", job_id)
+    # without --reload the code stored when the job started still runs
+    assert _resumed(job_id, tmp_path)["counts"]["completed"] == 3
+
+
+def test_a_job_whose_function_could_not_be_stored_cannot_be_resumed_elsewhere(
+    tmp_path: Path,
+) -> None:
+    project = _project(tmp_path / "project")
+    (project / "locked.py").write_text(
+        "import threading\n\nLOCK = threading.Lock()\n\n\n"
+        "async def translate(text: str):\n"
+        "    with LOCK:\n"
+        "        raise ConnectionError('service unreachable')\n"
+    )
+    first = _starfish("run", "locked.py:translate", "-i", "in.jsonl", "--json", cwd=project)
+    assert first.returncode == 1, first.stderr
+    job_id = json.loads(first.stdout)["job_id"]
+    again = _starfish("jobs", "resume", job_id, "--no-progress", cwd=project)
+    _one_error_line(again, 1, f"job {job_id} stored no call spec")

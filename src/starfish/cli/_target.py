@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from starfish.errors import OptionsError
 
-class TargetError(Exception):
+
+class TargetError(OptionsError):
     """TARGET does not name an importable attribute; the message is one line for the user."""
 
 

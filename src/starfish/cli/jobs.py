@@ -13,6 +13,7 @@ from starfish.cli._output import (
     EXIT_FAILED_JOB,
     counts_line,
     exit_code_for,
+    exit_code_of,
     export_hint,
     fail,
     print_json,
@@ -160,7 +161,7 @@ def resume(
     as_json: AsJson = False,
 ) -> None:
     """Continue a stored job: runs only the inputs that have not completed."""
-    from starfish import OutputError, ResumeError, jobs
+    from starfish import OutputError, ResumeError, StarfishError, jobs
 
     job_id = _load(job_id).job_id
     overrides: dict[str, Any] = {"show_progress": not no_progress}
@@ -168,11 +169,11 @@ def resume(
         overrides["max_concurrency"] = max_concurrency
     error = None
     try:
-        jobs.resume_job(job_id, reload=reload, **overrides)
+        jobs.run_resume(job_id, reload=reload, **overrides)  # records stay in storage
     except OutputError as e:
         error = e
-    except ResumeError as e:
-        fail(str(e), EXIT_FAILED_JOB)
+    except (ResumeError, StarfishError) as e:
+        fail(str(e), exit_code_of(e))
     except KeyboardInterrupt:
         typer.echo(f"interrupted; continue it with: starfish jobs resume {job_id}", err=True)
         raise typer.Exit(130) from None

@@ -13,6 +13,7 @@ import typer
 from starfish.cli._output import (
     EXIT_FAILED_JOB,
     exit_code_for,
+    exit_code_of,
     export_hint,
     fail,
     print_json,
@@ -258,7 +259,7 @@ def _run(
     input_file: Path,
 ) -> tuple[str | None, Any]:
     """Run the job; usage errors end here, a job that completed nothing is reported later."""
-    from starfish import InputError, OutputError, io
+    from starfish import InputError, OutputError, StarfishError, io
     from starfish.data_factory.inputs import stream_inputs
 
     try:
@@ -270,6 +271,8 @@ def _run(
         fail(str(e))
     except OutputError as e:
         return gen.job_id, e
+    except StarfishError as e:  # storage, ...: about the job or the machine, not the command
+        fail(str(e), exit_code_of(e))
     except KeyboardInterrupt:
         job_id = getattr(gen, "job_id", None)
         hint = f"; continue it with: starfish jobs resume {job_id}" if job_id else ""
