@@ -1,12 +1,15 @@
 """`starfish run` over a large JSONL file: peak RSS and time of the whole command.
 
-Generates the file (by default 1,000,000 rows of about 200 bytes: 200 MB) in a scratch
-directory, then runs the installed `starfish run` on it as a user would, with a target that
-returns one small record per row, and reports the command's own peak RSS (`wait4`) and wall
-time. Run it alone, or through `bench/run.py --workloads large_input`.
+Generates the file once (by default 1,000,000 rows of about 200 bytes: 190 MB) in a scratch
+directory, then runs `starfish run` on it as a user would, with a target that returns one
+small record per row, each run with a fresh app data dir, and reports the command's own peak
+RSS (`wait4`) and wall time. `--compare SRC` also runs the `src/` directory of another
+checkout (e.g. the commit before a change, from `git worktree add` or `git archive`) on the
+same file, alternating with ours, so both see the same machine load.
 
-    .venv/bin/python bench/large_input.py                 # 1,000,000 rows
-    .venv/bin/python bench/large_input.py --rows 20000    # a quick look
+    .venv/bin/python bench/large_input.py                          # 1,000,000 rows, ours
+    .venv/bin/python bench/large_input.py --rows 20000             # a quick look
+    .venv/bin/python bench/large_input.py --reps 3 --compare /tmp/before/src
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 TARGET = """
 async def gen(id: int, topic: str, text: str):
@@ -32,29 +37,30 @@ def make_input(path: Path, rows: int) -> int:
     filler = "lorem ipsum dolor sit amet " * 6
     with path.open("w", encoding="utf-8") as f:
         for i in range(rows):
-            f.write(
-                json.dumps({"id": i, "topic": f"topic {i % 997}", "text": filler[: 150 + i % 9]})
-            )
+            row = {"id": i, "topic": f"topic {i % 997}", "text": filler[: 150 + i % 9]}
+            f.write(json.dumps(row))
             f.write("\n")
     return path.stat().st_size
 
 
-def run(rows: int, starfish: Path, output: str | None, keep: bool) -> dict[str, float | int]:
-    scratch = Path(tempfile.mkdtemp(prefix="starfish-large-input-"))
+def run_once(scratch: Path, rows: int, src: Path | None, output: str | None) -> dict[str, Any]:
+    """One `starfish run` of the generated file; `src` runs another checkout's package."""
+    appdir = Path(tempfile.mkdtemp(dir=scratch, prefix="app-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARFISH_")}
+    env.pop("PYTHONPATH", None)
+    env.update(
+        TELEMETRY_ENABLED="false",
+        DO_NOT_TRACK="1",
+        POSTHOG_HOST="http://127.0.0.1:9",
+        STARFISH_LOCAL_STORAGE_DIR=str(appdir),
+    )
+    if src is not None:
+        env["PYTHONPATH"] = str(src)  # ahead of the editable install's path entry
+    cmd = [sys.executable, "-m", "starfish", "run", "target.py:gen", "-i", "big.jsonl"]
+    cmd += ["--no-progress", "--max-concurrency", "50", "--json"]
+    if output:
+        cmd += ["-o", str(appdir / output)]
     try:
-        (scratch / "target.py").write_text(TARGET)
-        size = make_input(scratch / "big.jsonl", rows)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STARFISH_")}
-        env.update(
-            TELEMETRY_ENABLED="false",
-            DO_NOT_TRACK="1",
-            POSTHOG_HOST="http://127.0.0.1:9",
-            STARFISH_LOCAL_STORAGE_DIR=str(scratch / "app"),
-        )
-        cmd = [str(starfish), "run", "target.py:gen", "-i", "big.jsonl", "--no-progress"]
-        cmd += ["--max-concurrency", "50", "--json"]
-        if output:
-            cmd += ["-o", output]
         start = time.perf_counter()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(cmd, cwd=scratch, env=env, stdout=out, stderr=err)
@@ -69,33 +75,44 @@ def run(rows: int, starfish: Path, output: str | None, keep: bool) -> dict[str, 
         job = json.loads(stdout)
         if job["counts"]["completed"] != rows:
             raise SystemExit(f"completed {job['counts']['completed']} of {rows}")
-        db = scratch / "app" / "db" / "starfish.db"
+        db = appdir / "db" / "starfish.db"
         return {
-            "rows": rows,
-            "file_mb": size / 2**20,
             "maxrss_mb": usage.ru_maxrss / 1024,
             "wall_s": wall,
             "db_mb": db.stat().st_size / 2**20 if db.exists() else 0.0,
         }
     finally:
-        if not keep:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(appdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--output", help="also pass `-o FILE` (e.g. out.jsonl)")
-    parser.add_argument(
-        "--starfish",
-        type=Path,
-        default=Path(sys.executable).parent / "starfish",
-        help="the starfish command to measure (default: this venv's)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--compare", type=Path, help="another checkout's src/ to run too")
     args = parser.parse_args(argv)
-    result = run(args.rows, args.starfish, args.output, args.keep)
-    print("BENCH " + json.dumps(result), flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix="starfish-large-input-"))
+    try:
+        (scratch / "target.py").write_text(TARGET)
+        size = make_input(scratch / "big.jsonl", args.rows)
+        sources: dict[str, Path | None] = {"ours": None}
+        if args.compare is not None:
+            sources = {"compared": args.compare.resolve(), "ours": None}
+        samples: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
+        for rep in range(args.reps):
+            order = list(sources) if rep % 2 == 0 else list(sources)[::-1]
+            for name in order:
+                sample = run_once(scratch, args.rows, sources[name], args.output)
+                samples[name].append(sample)
+                print(f"  {name:<9} {json.dumps(sample)}", file=sys.stderr, flush=True)
+        result: dict[str, Any] = {"rows": args.rows, "file_mb": size / 2**20}
+        for name, runs in samples.items():
+            for metric in ("maxrss_mb", "wall_s", "db_mb"):
+                result[f"{name}_{metric}"] = statistics.median(r[metric] for r in runs)
+        print("BENCH " + json.dumps(result), flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -192,3 +192,14 @@ def test_parquet_errors_name_the_field_in_one_line(
     assert why in message
     assert "export to .jsonl" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_row_texts_are_each_rows_own_json(tmp_path: Path) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(b'\xef\xbb\xbf {"a": 1, "b": [2]} \r\n\n{"a": 3}\n')
+    pairs = list(io.read_row_texts(jsonl))
+    assert pairs == [({"a": 1, "b": [2]}, '{"a": 1, "b": [2]}'), ({"a": 3}, '{"a": 3}')]
+    (tmp_path / "in.csv").write_text("a\n1\n")
+    assert list(io.read_row_texts(tmp_path / "in.csv")) == [({"a": "1"}, None)]
+    with pytest.raises(FileNotFoundError):
+        io.read_row_texts(tmp_path / "nope.jsonl")

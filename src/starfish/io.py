@@ -31,6 +31,7 @@ __all__ = [
     "WRITE_FORMATS",
     "DataFileError",
     "check_writable",
+    "read_row_texts",
     "read_rows",
     "write_records",
 ]
@@ -63,6 +64,17 @@ def read_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     if suffix == ".csv":
         return _read_csv(path)
     return _read_parquet(path)
+
+
+def read_row_texts(path: str | os.PathLike[str]) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """`read_rows`, each row paired with its own JSON text when the file is JSONL (None for
+    CSV and Parquet): a caller that stores rows as JSON need not encode them again."""
+    path = Path(path)
+    if _suffix(path, READ_FORMATS, "read") in (".jsonl", ".json"):
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        return _read_jsonl_texts(path)
+    return ((row, None) for row in read_rows(path))
 
 
 def write_records(
@@ -114,6 +126,11 @@ def _suffix(path: Path, supported: tuple[str, ...], verb: str) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    for row, _ in _read_jsonl_texts(path):
+        yield row
+
+
+def _read_jsonl_texts(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
     with path.open(encoding=_UTF8) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -126,7 +143,7 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 raise DataFileError(
                     f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}"
                 )
-            yield row
+            yield row, line.strip(" \t\r\n")
 
 
 def _read_csv(path: Path) -> Iterator[dict[str, Any]]:

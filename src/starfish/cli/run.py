@@ -115,7 +115,7 @@ def run(
             written, problem = _export(job_id, output)
         if written is not None:
             typer.echo(f"wrote {written} records to {output}")
-        elif info is not None:
+        elif info is not None and problem is None:  # else the error line says how
             typer.echo(export_hint(info))
     if problem is not None:
         fail(problem, EXIT_FAILED_JOB)
@@ -184,7 +184,7 @@ def _factory(
 
 def _open_rows(
     input_file: Path, params: dict[str, Any]
-) -> tuple[tuple[str, ...], Iterator[dict[str, Any]]]:
+) -> tuple[tuple[str, ...], Iterator[tuple[dict[str, Any], str | None]]]:
     """The column names (from the first row) and every row, checked as it streams by.
 
     Only the first row is read here, so that a missing, empty or malformed file is reported
@@ -193,7 +193,7 @@ def _open_rows(
     from starfish import io
 
     try:
-        rows = io.read_rows(input_file)
+        rows = io.read_row_texts(input_file)
         first = next(rows, None)
     except FileNotFoundError:
         fail(f"--input {input_file}: no such file")
@@ -205,30 +205,33 @@ def _open_rows(
         fail(f"{input_file}: not UTF-8 text ({e.reason})")
     if first is None:
         fail(f"--input {input_file}: no rows")
-    names = tuple(first)
+    names = tuple(first[0])
     for name in params:
-        if name in first:
+        if name in names:
             fail(f"--param {name} is also a column of {input_file}; give it in one place")
     return names, _checked_rows(input_file, first, rows)
 
 
 def _checked_rows(
-    input_file: Path, first: dict[str, Any], rows: Iterator[dict[str, Any]]
-) -> Iterator[dict[str, Any]]:
+    input_file: Path,
+    first: tuple[dict[str, Any], str | None],
+    rows: Iterator[tuple[dict[str, Any], str | None]],
+) -> Iterator[tuple[dict[str, Any], str | None]]:
     """The rows, each with exactly the first row's columns; a bad one is an `InputError`."""
     from starfish import InputError
 
-    keys = first.keys()
+    keys = first[0].keys()
     yield first
     n = 1
     try:
-        for n, row in enumerate(rows, start=2):
+        for n, pair in enumerate(rows, start=2):
+            row = pair[0]
             if row.keys() != keys:
                 missing = sorted(keys - row.keys())
                 extra = sorted(row.keys() - keys)
                 what = f"lacks {missing}" if missing else f"has extra {extra}"
                 raise InputError(f"{input_file}: row {n} {what}; every row needs the same columns")
-            yield row
+            yield pair
     except UnicodeDecodeError as e:
         raise InputError(f"{input_file}: not UTF-8 text after row {n} ({e.reason})") from None
 
@@ -254,7 +257,7 @@ def _check_columns(
 def _run(
     gen: Any,
     names: tuple[str, ...],
-    rows: Iterator[dict[str, Any]],
+    rows: Iterator[tuple[dict[str, Any], str | None]],
     params: dict[str, Any],
     input_file: Path,
 ) -> tuple[str | None, Any]:

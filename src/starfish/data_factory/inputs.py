@@ -44,8 +44,9 @@ class RowStream:
     """Inputs that arrive as rows of a file, too many to hold: streamed into storage, one row
     per input, when the job is created (then read back as `StoredRows`), never kept in memory.
 
-    `rows` is consumed once; every row has the keys `names`. `as_json` says that every value
-    came from JSON or CSV, so storing a row as JSON text gives back the very same values.
+    `rows` yields pairs of a row and its own JSON text or None (see `io.read_row_texts`), and
+    is consumed once; every row has the keys `names`. `as_json` says that every value came
+    from JSON or CSV, so storing a row as JSON text gives back the very same values.
     """
 
     __slots__ = ("as_json", "names", "num_inputs", "rows", "scalars")
@@ -53,7 +54,7 @@ class RowStream:
     def __init__(
         self,
         names: tuple[str, ...],
-        rows: Iterable[dict[str, Any]],
+        rows: Iterable[tuple[dict[str, Any], str | None]],
         scalars: dict[str, Any],
         as_json: bool,
     ) -> None:
@@ -69,7 +70,7 @@ class RowStream:
     def materialize(self) -> InputSpec:
         """The rows as column lists, for storage that is not a database (`in_memory`)."""
         lists: tuple[list, ...] = tuple([] for _ in self.names)
-        for row in self.rows:
+        for row, _ in self.rows:
             for column, name in zip(lists, self.names, strict=True):
                 column.append(row[name])
         if not lists or not lists[0]:
@@ -96,7 +97,7 @@ class RowStream:
 def stream_inputs(
     func: Callable[..., Any],
     names: tuple[str, ...],
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[tuple[dict[str, Any], str | None]],
     scalars: dict[str, Any],
     as_json: bool = False,
 ) -> RowStream:

@@ -12,6 +12,7 @@ otherwise (Parquet: dates, decimals, bytes) pickled; the column's type says whic
 
 from __future__ import annotations
 
+import json
 import pickle
 import sqlite3
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ CHUNK = 4096
 """Rows per insert transaction, and per window read back."""
 _SHIFT = 32
 _LOW = (1 << _SHIFT) - 1
+_scan = json.JSONDecoder().scan_once
 
 
 def _job(conn: sqlite3.Connection, job_id: str) -> int:
@@ -35,8 +37,12 @@ def _job(conn: sqlite3.Connection, job_id: str) -> int:
     return row[0]
 
 
-def store_rows(path: Path, job_id: str, rows: Iterable[dict[str, Any]], as_json: bool) -> int:
-    """Insert `rows` as the inputs of job `job_id`, a chunk per transaction; return how many.
+def store_rows(
+    path: Path, job_id: str, rows: Iterable[tuple[dict[str, Any], str | None]], as_json: bool
+) -> int:
+    """Insert `rows`, pairs of a row and its own JSON text (or None), as the inputs of job
+    `job_id`, a chunk per transaction; return how many. A row's text is stored as it is (a
+    JSONL line needs no second encoding); without one the row is encoded here.
 
     On any error the rows stored so far stay: the caller deletes the job.
     """
@@ -49,10 +55,10 @@ def store_rows(path: Path, job_id: str, rows: Iterable[dict[str, Any]], as_json:
         base = _job(conn, job_id) << _SHIFT
         chunk: list[tuple[int, Any]] = []
         count = 0
-        for row in rows:
+        for row, text in rows:
             if count > _LOW:
                 raise InputError(f"more than {_LOW + 1:,} rows: split the file into jobs.")
-            chunk.append((base | count, encode(row)))
+            chunk.append((base | count, encode(row) if text is None else text))
             count += 1
             if len(chunk) >= CHUNK:
                 _insert(conn, chunk)
@@ -117,9 +123,9 @@ class StoredRows:
             data = self._previous.get(index)
             if data is None:
                 data = self._fetch(index)
-        from starfish.data_factory.storage.sqlite import _loads
-
-        row = _loads(data) if isinstance(data, str) else pickle.loads(data)
+        row = _scan(data, 0)[0] if type(data) is str else pickle.loads(data)
+        if not self.scalars:
+            return row
         kw = self.scalars.copy()
         kw.update(row)
         return kw
