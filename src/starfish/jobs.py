@@ -16,6 +16,7 @@ from starfish.data_factory.storage.base import COUNT_KEYS
 __all__ = [
     "JobInfo",
     "JobNotFoundError",
+    "count_records",
     "delete_job",
     "iter_records",
     "list_jobs",
@@ -96,6 +97,12 @@ def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict]:
     """Stream a job's records with the given status, in input order, in constant memory."""
     storage, full_id = locate_job(job_id)
     return storage.iter_records(full_id, filter)
+
+
+def count_records(job_id: str) -> int:
+    """How many completed records a job has, without reading them."""
+    storage, full_id = locate_job(job_id)
+    return storage.count_records(full_id)
 
 
 def delete_job(job_id: str) -> None:

@@ -29,6 +29,7 @@ def test_run_json_param_broadcast_and_jsonl_output(cli: Cli, workdir: Path) -> N
     job = run_job(cli, "targets.py:echo", "-i", "names.jsonl", "--param", "n=2", "-o", "out.jsonl")
     assert job["status"] == "completed"
     assert job["counts"]["completed"] == 3
+    assert job["records"] == 6  # two records per input
     assert job["output"] == "out.jsonl"
     rows = [json.loads(line) for line in (workdir / "out.jsonl").read_text().splitlines()]
     assert rows == [{"name": n, "i": i} for n in ("ada", "bo", "cy") for i in (0, 1)]

@@ -299,7 +299,7 @@ def _load_info(job_id: str | None) -> Any:
 def _count_records(job_id: str | None) -> int:
     from starfish import jobs
 
-    return 0 if job_id is None else sum(1 for _ in jobs.iter_records(job_id))
+    return 0 if job_id is None else jobs.count_records(job_id)
 
 
 def _export(job_id: str | None, output: Path) -> tuple[int | None, str | None]:

@@ -97,6 +97,10 @@ class Storage(ABC):
     @abstractmethod
     def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]: ...
 
+    def count_records(self, job_id: str) -> int:
+        """How many completed records the job has (an input may return several)."""
+        return sum(1 for _ in self.iter_records(job_id, "completed"))
+
     @abstractmethod
     def indices(self, job_id: str, filter: str = "completed") -> list[int]: ...
 
