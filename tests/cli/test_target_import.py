@@ -170,3 +170,30 @@ def test_a_job_whose_function_could_not_be_stored_cannot_be_resumed_elsewhere(
     job_id = json.loads(first.stdout)["job_id"]
     again = _starfish("jobs", "resume", job_id, "--no-progress", cwd=project)
     _one_error_line(again, 1, f"job {job_id} stored no call spec")
+
+
+HOOKED = """
+from starfish import data_factory
+
+
+def keep(records, state):
+    return {verdict!r}
+
+
+@data_factory(on_record_complete=keep, dead_queue_threshold=1, show_progress=False)
+async def translate(text: str):
+    return {{"text": text}}
+"""
+
+
+def test_reload_of_a_data_factory_target_uses_its_fixed_hooks(tmp_path: Path) -> None:
+    project = _project(tmp_path / "project")
+    (project / "gen.py").write_text(HOOKED.format(verdict="filtered"))  # the bug: drops all
+    first = _starfish("run", "gen.py:translate", "-i", "in.jsonl", "--json", cwd=project)
+    assert first.returncode == 1, first.stderr
+    job = json.loads(first.stdout)
+    assert job["counts"]["filtered"] == 3 and job["counts"]["dead"] == 3
+
+    (project / "gen.py").write_text(HOOKED.format(verdict=None))
+    fixed = _resumed(job["job_id"], tmp_path, "--reload")
+    assert fixed["counts"]["completed"] == 3 and fixed["counts"]["dead"] == 0
