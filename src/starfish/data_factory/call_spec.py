@@ -87,7 +87,7 @@ def origin(func: Callable[..., Any]) -> dict[str, Any] | None:
     qualname = getattr(func, "__qualname__", "")
     module = sys.modules.get(module_name or "")
     source = getattr(module, "__file__", None)
-    if not module_name or not source or "<" in qualname:
+    if not module_name or not source or not qualname or "<" in qualname:
         return None
     path = Path(source).resolve()
     root = path.parent.parent if path.name == "__init__.py" else path.parent
@@ -145,6 +145,8 @@ def load(blob: bytes | None, job_id: str, reload: bool = False) -> dict[str, Any
         )
     try:
         outer = pickle.loads(blob)
+        if not isinstance(outer, dict) or "func" not in outer:
+            raise ValueError("not a call spec")
     except Exception as exc:
         raise ResumeError(f"cannot load job {job_id} for resume: {exc!r}") from exc
     if outer.get("version", 1) < 2:  # jobs stored before origins were recorded

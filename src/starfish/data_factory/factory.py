@@ -13,7 +13,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from starfish.data_factory.call_spec import _FuncRef  # noqa: F401 - see below
 from starfish.errors import OptionsError, ResumeError
+
+# Jobs stored before call_spec.py existed pickled their function as this module's `_FuncRef`:
+# the name stays importable here so that they still resume.
 
 logger = logging.getLogger("starfish")
 
