@@ -161,7 +161,7 @@ def resume(
     as_json: AsJson = False,
 ) -> None:
     """Continue a stored job: runs only the inputs that have not completed."""
-    from starfish import OutputError, ResumeError, StarfishError, jobs
+    from starfish import OutputError, StarfishError, jobs
 
     job_id = _load(job_id).job_id
     overrides: dict[str, Any] = {"show_progress": not no_progress}
@@ -172,7 +172,7 @@ def resume(
         jobs.run_resume(job_id, reload=reload, **overrides)  # records stay in storage
     except OutputError as e:
         error = e
-    except (ResumeError, StarfishError) as e:
+    except StarfishError as e:  # cannot be resumed (exit 1), a storage fault, ...
         fail(str(e), exit_code_of(e))
     except KeyboardInterrupt:
         typer.echo(f"interrupted; continue it with: starfish jobs resume {job_id}", err=True)
