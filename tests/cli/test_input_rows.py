@@ -67,20 +67,31 @@ def test_workers_read_the_rows_back_in_windows_not_one_query_per_input() -> None
     assert jobs.load_job(f.job_id).num_inputs == n
 
 
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (
+            '{"nom": "typo"}',
+            f"big.jsonl: row {N + 1} lacks ['name']; every row needs the same columns",
+        ),
+        ('{"name": oops}', f"big.jsonl: line {N + 1}: malformed JSON: Expecting value"),
+    ],
+    ids=["other columns", "malformed"],
+)
 def test_a_bad_row_deep_in_the_file_stops_before_any_call_and_stores_no_job(
-    cli: Cli, workdir: Path
+    cli: Cli, workdir: Path, line: str, error: str
 ) -> None:
     path = _big(workdir)
     with path.open("a") as f:
-        f.write('{"nom": "typo"}\n')
-    result = cli("run", "targets.py:echo", "-i", "big.jsonl", "--no-progress")
+        f.write(line + "\n")
+    (workdir / "FAIL").touch()  # flaky() would fail if it were called at all
+    result = cli("run", "targets.py:flaky", "-i", "big.jsonl", "--no-progress")
     assert result.code == 2, result
-    assert result.err.strip() == (
-        f"error: big.jsonl: row {N + 1} lacks ['name']; every row needs the same columns"
-    )
+    assert result.err.strip() == f"error: {error}"
     assert cli("jobs", "list", "--json").json() == []
     with sqlite3.connect(_db()) as conn:
         assert conn.execute("SELECT count(*) FROM input_rows").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM attempts").fetchone() == (0,)
 
 
 def test_resume_reads_the_rows_back_from_storage_without_the_file(
