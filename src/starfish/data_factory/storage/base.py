@@ -1,8 +1,9 @@
 """The storage interface: what the runner writes and what the getters and `jobs` read.
 
 Per input only its outcome is stored (`completed` with its records, or `dead`), plus one row
-per attempt that did not complete (`failed`, `filtered`, `duplicate`). The inputs themselves
-are stored once per job as a blob (see `call_spec.py`), not one row per input.
+per attempt that did not complete (`failed`, `filtered`, `duplicate`). The inputs passed to
+`run()` are stored once per job as a blob (see `call_spec.py`); the rows of an input file, one
+row per input (see `_input_rows.py`).
 """
 
 from __future__ import annotations
