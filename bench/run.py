@@ -60,6 +60,7 @@ class Sizes:
     scale_concurrency: int = 50
     telemetry_calls: int = 100_000
     telemetry_runs: int = 5
+    large_rows: int = 1_000_000
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -73,6 +74,7 @@ class Sizes:
             scale_n=20_000,
             telemetry_calls=2_000,
             telemetry_runs=1,
+            large_rows=5_000,
         )
 
 
@@ -495,6 +497,31 @@ class Bench:
         self.record("telemetry", "ours", sample, None)
         self.samples["telemetry"]["raw"] = [data]
 
+    def large_input(self) -> None:
+        """`starfish run` over a generated JSONL file (bench/large_input.py), ours only."""
+        n = self.sizes.large_rows
+        self.commands["large_input"] = f"python bench/large_input.py --rows {n}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STARFISH_")}
+        for _ in range(self.reps):
+            proc = subprocess.run(
+                [str(OURS_PYTHON), str(BENCH / "large_input.py"), "--rows", str(n)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
+            if proc.returncode or not lines:
+                self.record("large_input", "ours", None, (proc.stderr or proc.stdout)[-300:])
+                return
+            result = json.loads(lines[-1][len("BENCH ") :])
+            sample = {
+                "maxrss_mb": result["ours_maxrss_mb"],
+                "wall_s": result["ours_wall_s"],
+                "file_mb": result["file_mb"],
+            }
+            self.record("large_input", "ours", sample, None)
+
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
@@ -685,6 +712,9 @@ def build_rows(bench: Bench) -> list[Row]:
         row.peer = s.scale_n / peer_rate if peer_rate else None
     add("export", "maxrss_mb", f"export {s.scale_n:,} records to JSONL: peak RSS", "MB", False)
     add("export", "run_s", f"export {s.scale_n:,} records to JSONL: time", "s", False)
+    title = f"`starfish run` over a {s.large_rows:,}-row JSONL file"
+    _at_most(add("large_input", "maxrss_mb", f"{title}: peak RSS", "MB", False, "< 300 MB"), 300)
+    add("large_input", "wall_s", f"{title}: time", "s", False)
     _at_most(
         add("telemetry", "capture_median_us", "`capture_event` median", "µs", False, "< 20 µs"), 20
     )
@@ -847,8 +877,9 @@ def write_doc(
         "`make bench` installs the `bench` extra (matplotlib) and runs `bench/run.py`, which",
         "creates `bench/peer/.venv` with starfish-core on first use (`bench/peer.py`). Options:",
         "`--reps N`, `--only ours|peer|both`, `--skip-scale`, `--peer-scale-cap SECONDS`,",
-        "`--workloads cold,throughput,io,resume,state,scale,telemetry`, `--quick` (tiny sizes,",
-        "the smoke run of `make test`: `tests/test_bench_smoke.py`), `--no-write` (print only).",
+        "`--workloads cold,throughput,io,resume,state,scale,telemetry,large_input`, `--quick`",
+        "(tiny sizes, the smoke run of `make test`: `tests/test_bench_smoke.py`), `--no-write`",
+        "(print only).",
         "Raw samples of the last writing run are in `bench/out/results.json` (not committed).",
         "",
         "## Exact workload commands",
@@ -880,8 +911,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workloads",
         default=None,
-        help="comma-separated subset of cold,throughput,io,resume,state,scale,telemetry "
-        "(default: all; --quick leaves out scale)",
+        help="comma-separated subset of cold,throughput,io,resume,state,scale,telemetry,"
+        "large_input (default: all; --quick leaves out scale and large_input)",
     )
     parser.add_argument("--no-write", action="store_true", help="print only: no docs, no chart")
     parser.add_argument(
@@ -901,9 +932,11 @@ def main(argv: list[str] | None = None) -> int:
         libs["peer"] = ensure_peer()
     reps = 1 if args.quick and "--reps" not in argv_used else args.reps
     bench = Bench(sizes=sizes, reps=reps, libs=libs, timeout=args.timeout)
-    chosen = set((args.workloads or "cold,throughput,io,resume,state,scale,telemetry").split(","))
+    everything = "cold,throughput,io,resume,state,scale,telemetry,large_input"
+    chosen = set((args.workloads or everything).split(","))
     if args.skip_scale or (args.quick and args.workloads is None):
         chosen.discard("scale")
+        chosen.discard("large_input")
     load = os.getloadavg()
     print(
         f"libraries: {', '.join(libs)}; repetitions: {reps}; load average {load[0]:.2f}", flush=True
@@ -924,6 +957,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.scale(args.peer_scale_cap if not args.quick else 0)
         if "telemetry" in chosen and "ours" in libs:
             bench.telemetry()
+        if "large_input" in chosen and "ours" in libs:
+            bench.large_input()
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)
 

@@ -64,7 +64,7 @@ def test_parquet_in_row_groups_with_a_late_key_and_nested_values(tmp_path: Path)
 
 
 def test_parquet_conflicting_types_is_a_clear_error_and_leaves_no_file(tmp_path: Path) -> None:
-    with pytest.raises(DataFileError, match=r"r\.parquet.*Parquet schema"):
+    with pytest.raises(DataFileError, match=r"r\.parquet: field 'a' does not fit one Parquet col"):
         write_records(tmp_path / "r.parquet", [{"a": 1}, {"a": "x"}], chunk_size=1)
     assert list(tmp_path.iterdir()) == []
 
@@ -133,3 +133,73 @@ def test_parquet_without_pyarrow_says_how_to_get_it(
     with pytest.raises(DataFileError, match=r"pip install 'starfish\[parquet\]'"):
         io.write_records(tmp_path / "r.parquet", RECORDS)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("in.csv", "name,n\nada,1\nbo,2\n"),
+        ("in.jsonl", '{"name": "ada", "n": "1"}\n{"name": "bo", "n": "2"}\n'),
+    ],
+)
+def test_a_byte_order_mark_reads_as_if_there_were_none(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """Excel writes UTF-8 CSV with a BOM; it must not end up in the first column's name."""
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert list(read_rows(path)) == [{"name": "ada", "n": "1"}, {"name": "bo", "n": "2"}]
+
+
+def _strict_json(line: str) -> object:
+    """Parse as strict JSON parsers (Go, Rust, jq --strict, browsers) do: no NaN/Infinity."""
+
+    def refuse(name: str) -> object:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_jsonl_writes_nan_and_infinity_as_null(tmp_path: Path) -> None:
+    nan, inf = float("nan"), float("inf")
+    records = [{"x": nan, "y": [inf, 1.5], "z": {"w": -inf}}, {"x": 2.0, "y": [], "z": {}}]
+    assert write_records(tmp_path / "r.jsonl", records) == 2
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert [_strict_json(line) for line in lines] == [
+        {"x": None, "y": [None, 1.5], "z": {"w": None}},
+        {"x": 2.0, "y": [], "z": {}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("records", "chunk_size", "field", "why"),
+    [
+        ([{"id": 1, "big": 2**80}], 10, "big", "an integer beyond 64 bits"),
+        ([{"id": 1, "v": 1}, {"id": 2, "v": "x"}], 10, "v", "tried to convert to int64"),
+        ([{"id": 1, "v": 1}, {"id": 2, "v": "x"}], 1, "v", "int64 in some records, string"),
+    ],
+    ids=["2**80", "int and str in one chunk", "int and str across chunks"],
+)
+def test_parquet_errors_name_the_field_in_one_line(
+    tmp_path: Path, records: list[dict], chunk_size: int, field: str, why: str
+) -> None:
+    pytest.importorskip("pyarrow")
+    with pytest.raises(DataFileError) as caught:
+        write_records(tmp_path / "r.parquet", records, chunk_size=chunk_size)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot write {tmp_path / 'r.parquet'}: field {field!r} ")
+    assert why in message
+    assert "export to .jsonl" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_row_texts_are_each_rows_own_json(tmp_path: Path) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(b'\xef\xbb\xbf {"a": 1, "b": [2]} \r\n\n{"a": 3}\n')
+    pairs = list(io.read_row_texts(jsonl))
+    assert pairs == [({"a": 1, "b": [2]}, '{"a": 1, "b": [2]}'), ({"a": 3}, '{"a": 3}')]
+    (tmp_path / "in.csv").write_text("a\n1\n")
+    assert list(io.read_row_texts(tmp_path / "in.csv")) == [({"a": "1"}, None)]
+    with pytest.raises(FileNotFoundError):
+        io.read_row_texts(tmp_path / "nope.jsonl")

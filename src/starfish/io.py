@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -30,6 +31,7 @@ __all__ = [
     "WRITE_FORMATS",
     "DataFileError",
     "check_writable",
+    "read_row_texts",
     "read_rows",
     "write_records",
 ]
@@ -37,6 +39,8 @@ __all__ = [
 READ_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 WRITE_FORMATS = (".jsonl", ".csv", ".parquet")
 CHUNK_SIZE = 5000
+_UTF8 = "utf-8-sig"
+"""Reads UTF-8 with or without the byte-order mark that Excel and Notepad write."""
 
 
 class DataFileError(StarfishError, ValueError):
@@ -60,6 +64,17 @@ def read_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     if suffix == ".csv":
         return _read_csv(path)
     return _read_parquet(path)
+
+
+def read_row_texts(path: str | os.PathLike[str]) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """`read_rows`, each row paired with its own JSON text when the file is JSONL (None for
+    CSV and Parquet): a caller that stores rows as JSON need not encode them again."""
+    path = Path(path)
+    if _suffix(path, READ_FORMATS, "read") in (".jsonl", ".json"):
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        return _read_jsonl_texts(path)
+    return ((row, None) for row in read_rows(path))
 
 
 def write_records(
@@ -111,7 +126,12 @@ def _suffix(path: Path, supported: tuple[str, ...], verb: str) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
+    for row, _ in _read_jsonl_texts(path):
+        yield row
+
+
+def _read_jsonl_texts(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    with path.open(encoding=_UTF8) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -123,11 +143,11 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 raise DataFileError(
                     f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}"
                 )
-            yield row
+            yield row, line.strip(" \t\r\n")
 
 
 def _read_csv(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding=_UTF8, newline="") as f:
         reader = csv.DictReader(f)
         for row in reader:
             if None in row:
@@ -159,13 +179,31 @@ def _import_pyarrow() -> Any:
 
 
 def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Strict JSON, one object a line. NaN and ±Infinity, which Python's json writes as bare
+    `NaN`/`Infinity` and strict parsers reject, are written as null."""
+    dumps = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False).encode
     count = 0
     with path.open("w", encoding="utf-8") as f:
         for record in records:
-            f.write(json.dumps(record, ensure_ascii=False, default=str))
+            try:
+                line = dumps(record)
+            except ValueError:  # a non-finite float somewhere (rare: only then walk the record)
+                line = dumps(_finite(record))
+            f.write(line)
             f.write("\n")
             count += 1
     return count
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -237,10 +275,52 @@ def _write_csv(path: Path, records: Iterable[dict[str, Any]], chunk_size: int) -
 
 def _columns_table(pa: Any, chunk: list[dict[str, Any]], schema: Any) -> Any:
     """A table from a chunk of records, typed from every value (pyarrow's from_pylist would
-    take the keys of the first record only and silently drop the rest)."""
+    take the keys of the first record only and silently drop the rest). Built one column at a
+    time, so a value that fits no Parquet type is reported with the name of its field."""
     names = list(schema.names) if schema is not None else list(_union_keys(chunk))
-    columns = {name: [record.get(name) for record in chunk] for name in names}
-    return pa.Table.from_pydict(columns, schema=schema)
+    arrays = []
+    for name in names:
+        values = [record.get(name) for record in chunk]
+        kind = schema.field(name).type if schema is not None else None
+        try:
+            arrays.append(pa.array(values, type=kind))
+        except OverflowError:
+            raise DataFileError(_field_error(name, "an integer beyond 64 bits")) from None
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            raise DataFileError(_field_error(name, _first_line(e))) from None
+    if schema is not None:
+        return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _field_error(name: str, reason: str) -> str:
+    return (
+        f"field {name!r} does not fit one Parquet column ({reason}); "
+        "export to .jsonl, which keeps any JSON value"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    return " ".join(str(error).split("\n")[0].split())
+
+
+def _unify(pa: Any, schema: Any, chunk_schema: Any) -> Any:
+    """The schema of the records so far; a field whose types conflict is named."""
+    try:
+        return pa.unify_schemas([schema, chunk_schema], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        for field in chunk_schema:
+            if field.name not in schema.names:
+                continue
+            earlier = schema.field(field.name)
+            try:
+                pa.unify_schemas(
+                    [pa.schema([earlier]), pa.schema([field])], promote_options="permissive"
+                )
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                reason = f"{earlier.type} in some records, {field.type} in others"
+                raise DataFileError(_field_error(field.name, reason)) from None
+        raise DataFileError(f"records do not fit one Parquet schema: {_first_line(e)}") from None
 
 
 def _union_keys(records: Iterable[dict[str, Any]]) -> dict[str, None]:
@@ -258,11 +338,7 @@ def _write_parquet(path: Path, records: Iterable[dict[str, Any]], chunk_size: in
     try:
         for chunk in _chunks(records, chunk_size):
             chunk_schema = _columns_table(pa, chunk, None).schema
-            schema = (
-                chunk_schema
-                if schema is None
-                else pa.unify_schemas([schema, chunk_schema], promote_options="permissive")
-            )
+            schema = chunk_schema if schema is None else _unify(pa, schema, chunk_schema)
             count += len(chunk)
             spool.add(chunk)
         writer = pa.parquet.ParquetWriter(path, schema if schema is not None else pa.schema([]))
@@ -272,7 +348,7 @@ def _write_parquet(path: Path, records: Iterable[dict[str, Any]], chunk_size: in
         finally:
             writer.close()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-        raise DataFileError(f"records do not fit one Parquet schema: {e}") from None
+        raise DataFileError(f"records do not fit one Parquet schema: {_first_line(e)}") from None
     finally:
         spool.close()
     return count

@@ -16,6 +16,7 @@ from starfish.data_factory.storage.base import COUNT_KEYS
 __all__ = [
     "JobInfo",
     "JobNotFoundError",
+    "count_records",
     "delete_job",
     "iter_records",
     "list_jobs",
@@ -108,6 +109,12 @@ def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict]:
     return storage.iter_records(full_id, filter)
 
 
+def count_records(job_id: str) -> int:
+    """How many completed records a job has, without reading them."""
+    storage, full_id = locate_job(job_id)
+    return storage.count_records(full_id)
+
+
 def delete_job(job_id: str) -> None:
     """Delete a job, its inputs and its records; `ResumeError` while a process runs it."""
     from starfish.errors import ResumeError
@@ -120,8 +127,15 @@ def delete_job(job_id: str) -> None:
     storage.delete_job(full_id)
 
 
-def resume_job(job_id: str, **overrides: Any) -> list[dict]:
+def resume_job(job_id: str, *, reload: bool = False, **overrides: Any) -> list[dict]:
     """Continue a stored job (see `data_factory.resume_from_checkpoint`)."""
     from starfish.data_factory.factory import resume_from_checkpoint
 
-    return resume_from_checkpoint(job_id, **overrides)
+    return resume_from_checkpoint(job_id, reload=reload, **overrides)
+
+
+def run_resume(job_id: str, *, reload: bool = False, **overrides: Any) -> None:
+    """`resume_job` that leaves the records in storage (the CLI: memory stays flat)."""
+    from starfish.data_factory.factory import resume_stored_job
+
+    resume_stored_job(job_id, reload=reload, collect=False, overrides=overrides)

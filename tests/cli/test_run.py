@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from starfish import io, jobs
 from tests.cli.conftest import Cli, run_job
 
@@ -27,6 +29,7 @@ def test_run_json_param_broadcast_and_jsonl_output(cli: Cli, workdir: Path) -> N
     job = run_job(cli, "targets.py:echo", "-i", "names.jsonl", "--param", "n=2", "-o", "out.jsonl")
     assert job["status"] == "completed"
     assert job["counts"]["completed"] == 3
+    assert job["records"] == 6  # two records per input
     assert job["output"] == "out.jsonl"
     rows = [json.loads(line) for line in (workdir / "out.jsonl").read_text().splitlines()]
     assert rows == [{"name": n, "i": i} for n in ("ada", "bo", "cy") for i in (0, 1)]
@@ -97,3 +100,47 @@ def test_ctrl_c_leaves_an_interrupted_job_and_says_how_to_resume(workdir: Path) 
     (job,) = jobs.list_jobs()
     assert job.status == "interrupted"
     assert f"continue it with: starfish jobs resume {job.job_id}" in err
+
+
+def test_a_csv_saved_by_excel_with_a_byte_order_mark_runs(cli: Cli, workdir: Path) -> None:
+    (workdir / "excel.csv").write_bytes(b"\xef\xbb\xbfname\r\nada\r\nbo\r\n")
+    job = run_job(cli, "targets.py:echo", "-i", "excel.csv", "-o", "out.jsonl")
+    assert job["counts"]["completed"] == 2
+    rows = [json.loads(line) for line in (workdir / "out.jsonl").read_text().splitlines()]
+    assert rows == [{"name": "ada", "i": 0}, {"name": "bo", "i": 0}]
+
+
+BAD_FOR_PARQUET = """
+async def mixed(name: str):
+    return {"name": name, "v": 1 if name == "ada" else "x"}
+
+
+async def huge(name: str):
+    return {"name": name, "v": 2**80}
+"""
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [("mixed", "tried to convert to int64"), ("huge", "an integer beyond 64 bits")],
+)
+def test_run_prints_the_job_then_one_line_when_parquet_output_fails(
+    cli: Cli, workdir: Path, target: str, why: str
+) -> None:
+    (workdir / "bad_parquet.py").write_text(BAD_FOR_PARQUET)
+    result = cli("run", f"bad_parquet.py:{target}", "-i", "names.jsonl", "-o", "x.parquet")
+    assert result.code == 1, result
+    assert "Traceback" not in result.err
+    (job,) = jobs.list_jobs()
+    assert job.status == "completed" and job.counts["completed"] == 3
+    assert result.out.splitlines()[0].startswith(f"job {job.job_id}: completed")
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith("error: cannot write x.parquet: field 'v' does not fit"), result
+    assert why in line and f"starfish jobs export {job.job_id}" in line
+    assert not (workdir / "x.parquet").exists()
+
+    exported = cli("jobs", "export", job.job_id, "-o", "x.parquet")
+    assert exported.code == 1, exported
+    (line,) = exported.err.strip().splitlines()
+    assert line.startswith("error: cannot write x.parquet: field 'v'"), exported
+    assert cli("jobs", "export", job.job_id, "-o", "x.jsonl").code == 0

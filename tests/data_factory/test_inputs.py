@@ -130,3 +130,26 @@ def test_with_options_copies_and_keeps_the_function():
     assert other.func is gen.func
     assert other.options["max_concurrency"] == 7
     assert gen.options["max_concurrency"] == 3
+
+
+def test_streamed_rows_are_checked_against_the_signature_before_any_call():
+    from starfish.data_factory.inputs import stream_inputs
+
+    gen, calls = make()
+    rows = iter([({"city": "a", "zone": 1}, None)])
+    with pytest.raises(InputError, match="does not take 'zone'"):
+        stream_inputs(gen.func, ("city", "zone"), rows, {})
+    with pytest.raises(InputError, match="'n' is given both as a column and as a scalar"):
+        stream_inputs(gen.func, ("city", "n"), rows, {"n": 2})
+    with pytest.raises(InputError, match=r"missing required parameter.*city"):
+        stream_inputs(gen.func, ("n",), rows, {})
+    assert calls == []
+
+
+def test_streamed_rows_run_in_memory_storage_in_order_with_scalars():
+    from starfish.data_factory.inputs import stream_inputs
+
+    gen, _ = make(max_concurrency=4)
+    rows = (({"city": f"c{i}"}, None) for i in range(50))
+    gen._run_rows(stream_inputs(gen.func, ("city",), rows, {"n": 2}))
+    assert gen.get_output_data() == [{"city": f"c{i}", "i": j} for i in range(50) for j in range(2)]

@@ -6,6 +6,8 @@ Nothing in the library imports this package, so `import starfish` stays free of 
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from starfish._version import __version__
@@ -45,11 +47,17 @@ def _root(
 
 
 def main() -> None:
-    """Entry point of the `starfish` console script and `python -m starfish`."""
-    from starfish.errors import StorageError
+    """Entry point of the `starfish` console script and `python -m starfish`.
+
+    Commands turn the errors they expect into one line and an exit code themselves; this is
+    the net under them: any other error Starfish raised on purpose (a storage fault, say) is
+    one line too, exit 2 only when it is a usage error, never a traceback.
+    """
+    from starfish.cli._output import exit_code_of, one_line
+    from starfish.errors import StarfishError
 
     try:
         app(prog_name="starfish")
-    except StorageError as e:  # a full disk, a read-only or damaged database: not a usage error
-        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
-        raise SystemExit(1) from None
+    except StarfishError as e:
+        typer.echo(f"error: {one_line(e)}", err=True)
+        sys.exit(exit_code_of(e))

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import typer
 
 from starfish.data_factory.storage.base import COUNT_KEYS
+from starfish.errors import InputError, JobNotFoundError, OptionsError
 
 EXIT_OK = 0
 EXIT_FAILED_JOB = 1
@@ -20,10 +21,16 @@ FAILED_STATUSES = ("failed", "stopped", "abandoned")
 """`abandoned`: stored as running, but no process runs it (killed mid-run): resumable."""
 
 
+USAGE_ERRORS = (OptionsError, InputError, JobNotFoundError)
+"""What the user typed is wrong (an option, TARGET, the input file, a job id): exit 2. The
+commands also treat an `io.DataFileError` from reading --input, or from an --output extension
+we cannot write, as usage. Every other `StarfishError` (resume, storage, records that do not
+fit the output format) is about the job or the machine, not the command line: exit 1."""
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """One line on stderr and the exit code; users get no traceback for a mistake of theirs."""
-    first_line = " ".join(str(message).split("\n")[0].split())
-    typer.echo(f"error: {first_line}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -35,6 +42,15 @@ def exit_interrupted(job_id: str | None, signal: BaseException) -> NoReturn:
     hint = f"; continue it with: starfish jobs resume {job_id}" if job_id else ""
     typer.echo(f"{'terminated' if terminated else 'interrupted'}{hint}", err=True)
     raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
+def one_line(message: object) -> str:
+    return " ".join(str(message).split("\n")[0].split())
+
+
+def exit_code_of(error: BaseException) -> int:
+    """Exit 2 only for usage errors; 1 for any other error Starfish raised on purpose."""
+    return EXIT_USAGE if isinstance(error, USAGE_ERRORS) else EXIT_FAILED_JOB
 
 
 def print_json(data: Any) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from starfish.errors import OptionsError
 
-class TargetError(Exception):
+
+class TargetError(OptionsError):
     """TARGET does not name an importable attribute; the message is one line for the user."""
 
 
@@ -41,6 +44,12 @@ def _is_path(source: str) -> bool:
 
 
 def _load_module(name: str) -> Any:
+    # `python -m starfish` puts the working directory first on sys.path; the installed
+    # console script puts its own bin directory there instead. Do what `python -m` does, so
+    # `starfish run mygen:gen` finds ./mygen.py either way.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         return importlib.import_module(name)
     except ImportError as e:

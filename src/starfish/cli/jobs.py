@@ -13,6 +13,7 @@ from starfish.cli._output import (
     EXIT_FAILED_JOB,
     counts_line,
     exit_code_for,
+    exit_code_of,
     exit_interrupted,
     export_hint,
     fail,
@@ -130,11 +131,15 @@ def export(
 
     job_id = _load(job_id).job_id
     try:
-        count = io.write_records(output, jobs.iter_records(job_id, filter=filter_.value))
+        io.check_writable(output)  # a format we cannot write is a usage error: exit 2
     except io.DataFileError as e:
         fail(str(e))
+    try:
+        count = io.write_records(output, jobs.iter_records(job_id, filter=filter_.value))
+    except io.DataFileError as e:  # records that do not fit the format: the job is fine
+        fail(str(e), EXIT_FAILED_JOB)
     except OSError as e:
-        fail(f"cannot write {output}: {e.strerror or e}")
+        fail(f"cannot write {output}: {e.strerror or e}", EXIT_FAILED_JOB)
     typer.echo(f"wrote {count} {filter_.value} records of job {job_id} to {output}")
 
 
@@ -145,11 +150,20 @@ def resume(
         int | None,
         typer.Option(min=1, metavar="N", help="Calls running at once.", show_default=False),
     ] = None,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="Import TARGET afresh from where the run imported it (its file or module), "
+            "instead of running the code stored when the job started: a fixed function "
+            "rescues the inputs the old one killed.",
+        ),
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Continue a stored job: runs only the inputs that have not completed."""
-    from starfish import OutputError, StorageError, jobs
+    from starfish import OutputError, StarfishError, jobs
 
     job_id = _load(job_id).job_id
     overrides: dict[str, Any] = {"show_progress": not no_progress}
@@ -157,13 +171,11 @@ def resume(
         overrides["max_concurrency"] = max_concurrency
     error = None
     try:
-        jobs.resume_job(job_id, **overrides)
+        jobs.run_resume(job_id, reload=reload, **overrides)  # records stay in storage
     except OutputError as e:
         error = e
-    except StorageError as e:
-        fail(str(e), EXIT_FAILED_JOB)
-    except RuntimeError as e:
-        fail(str(e))
+    except StarfishError as e:  # cannot be resumed (exit 1), a storage fault, ...
+        fail(str(e), exit_code_of(e))
     except (KeyboardInterrupt, JobTerminated) as e:
         exit_interrupted(job_id, e)
     info = _load(job_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ import typer
 from starfish.cli._output import (
     EXIT_FAILED_JOB,
     exit_code_for,
+    exit_code_of,
     exit_interrupted,
     export_hint,
     fail,
@@ -87,23 +89,39 @@ def run(
     ] = False,
 ) -> None:
     """Run TARGET once per row of --input, store the job, and print a summary."""
-    from starfish import io
-
     if output is not None:
         _check_output(output)
     params = _parse_params(param or [])
     gen = _factory(target, max_concurrency, target_count, timeout, not no_progress)
-    columns = _read_columns(input_file, params)
-    _check_columns(gen.func, columns, input_file, params)
-    records, job_id, error = _run(gen, columns)
+    names, rows = _open_rows(input_file, params)
+    _check_columns(gen.func, names, input_file, params)
+    job_id, error = _run(gen, names, rows, params, input_file)
     info = _load_info(job_id)
-    written = None
-    if output is not None and records:
-        written = io.write_records(output, records)
-    _report(info, job_id, records, output, written, as_json)
-    if error is not None:
-        raise typer.Exit(EXIT_FAILED_JOB)
-    raise typer.Exit(exit_code_for(info) if info is not None else 0)
+    code = EXIT_FAILED_JOB if error is not None else exit_code_for(info) if info else 0
+    records = _count_records(job_id) if as_json or info is None else None
+    export = output is not None and (records if info is None else info.counts["completed"]) > 0
+    written, problem = None, None
+    if as_json:
+        if export:
+            written, problem = _export(job_id, output)
+        data = info.to_dict() if info is not None else {"job_id": job_id}
+        data["records"] = records
+        data["output"] = str(output) if written is not None else None
+        print_json(data)
+    else:
+        if info is not None:
+            print_summary(info)
+        else:
+            typer.echo(f"job {job_id}: {records} records (not stored: in-memory storage)")
+        if export:  # after the summary: whatever happens to the file, the job id is shown
+            written, problem = _export(job_id, output)
+        if written is not None:
+            typer.echo(f"wrote {written} records to {output}")
+        elif info is not None and problem is None:  # else the error line says how
+            typer.echo(export_hint(info))
+    if problem is not None:
+        fail(problem, EXIT_FAILED_JOB)
+    raise typer.Exit(code)
 
 
 def _check_output(output: Path) -> None:
@@ -166,23 +184,19 @@ def _factory(
     fail(f"TARGET {target} is {kind}, not an async function or a @data_factory")
 
 
-def _read_columns(input_file: Path, params: dict[str, Any]) -> dict[str, list[Any]]:
-    """The rows of the file as columns (what `gen.run` zips), plus each --param repeated."""
+def _open_rows(
+    input_file: Path, params: dict[str, Any]
+) -> tuple[tuple[str, ...], Iterator[tuple[dict[str, Any], str | None]]]:
+    """The column names (from the first row) and every row, checked as it streams by.
+
+    Only the first row is read here, so that a missing, empty or malformed file is reported
+    before anything starts; the rest is read while the rows stream into storage.
+    """
     from starfish import io
 
-    columns: dict[str, list[Any]] = {}
-    n = 0
     try:
-        for n, row in enumerate(io.read_rows(input_file), start=1):
-            if n == 1:
-                columns = {key: [] for key in row}
-            if row.keys() != columns.keys():
-                missing = sorted(columns.keys() - row.keys())
-                extra = sorted(row.keys() - columns.keys())
-                what = f"lacks {missing}" if missing else f"has extra {extra}"
-                fail(f"{input_file}: row {n} {what}; every row needs the same columns")
-            for key, value in row.items():
-                columns[key].append(value)
+        rows = io.read_row_texts(input_file)
+        first = next(rows, None)
     except FileNotFoundError:
         fail(f"--input {input_file}: no such file")
     except IsADirectoryError:
@@ -191,17 +205,41 @@ def _read_columns(input_file: Path, params: dict[str, Any]) -> dict[str, list[An
         fail(str(e))
     except UnicodeDecodeError as e:
         fail(f"{input_file}: not UTF-8 text ({e.reason})")
-    if n == 0:
+    if first is None:
         fail(f"--input {input_file}: no rows")
-    for name, value in params.items():
-        if name in columns:
+    names = tuple(first[0])
+    for name in params:
+        if name in names:
             fail(f"--param {name} is also a column of {input_file}; give it in one place")
-        columns[name] = [value] * n
-    return columns
+    return names, _checked_rows(input_file, first, rows)
+
+
+def _checked_rows(
+    input_file: Path,
+    first: tuple[dict[str, Any], str | None],
+    rows: Iterator[tuple[dict[str, Any], str | None]],
+) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """The rows, each with exactly the first row's columns; a bad one is an `InputError`."""
+    from starfish import InputError
+
+    keys = first[0].keys()
+    yield first
+    n = 1
+    try:
+        for n, pair in enumerate(rows, start=2):
+            row = pair[0]
+            if row.keys() != keys:
+                missing = sorted(keys - row.keys())
+                extra = sorted(row.keys() - keys)
+                what = f"lacks {missing}" if missing else f"has extra {extra}"
+                raise InputError(f"{input_file}: row {n} {what}; every row needs the same columns")
+            yield pair
+    except UnicodeDecodeError as e:
+        raise InputError(f"{input_file}: not UTF-8 text after row {n} ({e.reason})") from None
 
 
 def _check_columns(
-    func: Any, columns: dict[str, list[Any]], input_file: Path, params: dict[str, Any]
+    func: Any, names: tuple[str, ...], input_file: Path, params: dict[str, Any]
 ) -> None:
     """Name the file and the parameters when a column has nowhere to go."""
     try:
@@ -210,7 +248,7 @@ def _check_columns(
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    unknown = [name for name in columns if name not in parameters]
+    unknown = [name for name in (*names, *params) if name not in parameters]
     if unknown:
         name = unknown[0]
         where = f"--param {name}" if name in params else f"{input_file}: column {name!r}"
@@ -218,19 +256,31 @@ def _check_columns(
         fail(f"{where} is not a parameter of {getattr(func, '__name__', 'TARGET')}({takes})")
 
 
-def _run(gen: Any, columns: dict[str, list[Any]]) -> tuple[list[dict] | None, str | None, Any]:
+def _run(
+    gen: Any,
+    names: tuple[str, ...],
+    rows: Iterator[tuple[dict[str, Any], str | None]],
+    params: dict[str, Any],
+    input_file: Path,
+) -> tuple[str | None, Any]:
     """Run the job; usage errors end here, a job that completed nothing is reported later."""
-    from starfish import InputError, OutputError
+    from starfish import InputError, OutputError, StarfishError, io
+    from starfish.data_factory.inputs import stream_inputs
 
     try:
-        records = gen.run(**columns)
-    except InputError as e:
+        stream = stream_inputs(
+            gen.func, names, rows, params, as_json=input_file.suffix.lower() != ".parquet"
+        )
+        gen._run_rows(stream)
+    except (InputError, io.DataFileError) as e:
         fail(str(e))
     except OutputError as e:
-        return None, gen.job_id, e
+        return gen.job_id, e
+    except StarfishError as e:  # storage, ...: about the job or the machine, not the command
+        fail(str(e), exit_code_of(e))
     except (KeyboardInterrupt, JobTerminated) as e:
         exit_interrupted(getattr(gen, "job_id", None), e)
-    return records, gen.job_id, None
+    return gen.job_id, None
 
 
 def _load_info(job_id: str | None) -> Any:
@@ -245,25 +295,21 @@ def _load_info(job_id: str | None) -> Any:
         return None
 
 
-def _report(
-    info: Any,
-    job_id: str | None,
-    records: list[dict] | None,
-    output: Path | None,
-    written: int | None,
-    as_json: bool,
-) -> None:
-    if as_json:
-        data = info.to_dict() if info is not None else {"job_id": job_id}
-        data["records"] = len(records or [])
-        data["output"] = str(output) if written is not None else None
-        print_json(data)
-        return
-    if info is not None:
-        print_summary(info)
-    else:
-        typer.echo(f"job {job_id}: {len(records or [])} records (not stored: in-memory storage)")
-    if written is not None:
-        typer.echo(f"wrote {written} records to {output}")
-    elif info is not None:
-        typer.echo(export_hint(info))
+def _count_records(job_id: str | None) -> int:
+    from starfish import jobs
+
+    return 0 if job_id is None else jobs.count_records(job_id)
+
+
+def _export(job_id: str | None, output: Path) -> tuple[int | None, str | None]:
+    """Write the completed records to --output, streamed from storage: (count, None), or
+    (None, what went wrong). The records stay stored either way."""
+    from starfish import io, jobs
+
+    try:
+        return io.write_records(output, jobs.iter_records(job_id)), None
+    except io.DataFileError as e:
+        problem = str(e)
+    except OSError as e:
+        problem = f"cannot write {output}: {e.strerror or e}"
+    return None, f"{problem}; the records stay stored: starfish jobs export {job_id} -o FILE"

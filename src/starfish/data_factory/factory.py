@@ -11,7 +11,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from starfish.data_factory.call_spec import _FuncRef  # noqa: F401 - see below
 from starfish.errors import OptionsError, ResumeError
+
+# Jobs stored before call_spec.py existed pickled their function as this module's `_FuncRef`:
+# the name stays importable here so that they still resume.
 
 if TYPE_CHECKING:
     from starfish.data_factory.inputs import InputSpec
@@ -98,8 +102,18 @@ class DataFactory:
             )
         return self._resume(self.job_id, self._inputs, self._storage, overrides)
 
+    def _run_rows(self, rows: Any) -> None:
+        """Run over a `RowStream` (the rows of an input file, see `inputs.stream_inputs`): the
+        rows stream into storage and the records stay there, so memory stays flat."""
+        _run_sync(lambda: self._execute(self._options, rows, "normal", collect=False))
+
     def _resume(
-        self, job_id: str, inputs: InputSpec, storage: Storage, overrides: dict[str, Any]
+        self,
+        job_id: str,
+        inputs: InputSpec,
+        storage: Storage,
+        overrides: dict[str, Any],
+        collect: bool = True,
     ) -> list[dict[str, Any]]:
         """Run the inputs of a stored job that are not completed; self then holds that job."""
         if "storage" in overrides:
@@ -109,7 +123,12 @@ class DataFactory:
         options = self._options.replace(**overrides) if overrides else self._options
         return _run_sync(  # type: ignore[no-any-return]
             lambda: self._execute(
-                options, inputs, "resume_from_checkpoint", storage=storage, resume_id=job_id
+                options,
+                inputs,
+                "resume_from_checkpoint",
+                storage=storage,
+                resume_id=job_id,
+                collect=collect,
             )
         )
 
@@ -126,11 +145,12 @@ class DataFactory:
         storage: Storage | None = None,
         resume_id: str | None = None,
         remember: bool = True,
+        collect: bool = True,
     ) -> list[dict[str, Any]]:
         from starfish.data_factory.job import execute
 
-        def started(job_id: str, state: JobState, store: Storage) -> None:
-            self.job_id, self.state, self._inputs, self._storage = job_id, state, inputs, store
+        def started(job_id: str, state: JobState, store: Storage, stored: InputSpec) -> None:
+            self.job_id, self.state, self._inputs, self._storage = job_id, state, stored, store
 
         result: JobResult = await execute(
             self.func,
@@ -140,6 +160,7 @@ class DataFactory:
             storage=storage,
             resume_id=resume_id,
             on_start=started if remember else None,
+            collect=collect,
         )
         return result.records
 
@@ -190,17 +211,40 @@ def data_factory(func: Callable[..., Any] | None = None, /, **options: Any) -> A
     return lambda f: DataFactory(f, opts)
 
 
-def resume_from_checkpoint(job_id: str, **overrides: Any) -> list[dict[str, Any]]:
-    """Continue any stored job, from this or another process; returns all its completed records."""
-    from starfish.data_factory import callspec
+def resume_from_checkpoint(
+    job_id: str, *, reload: bool = False, **overrides: Any
+) -> list[dict[str, Any]]:
+    """Continue any stored job, from this or another process; returns all its completed records.
+
+    The job runs the function stored when it started. `reload=True` imports it afresh from
+    where the run imported it (module, or source file), so a fixed function or hook can
+    rescue the inputs the old one killed.
+    """
+    return resume_stored_job(job_id, reload=reload, collect=True, overrides=overrides)
+
+
+def resume_stored_job(
+    job_id: str, *, reload: bool, collect: bool, overrides: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """`resume_from_checkpoint`; with `collect=False` (the CLI) the records stay in storage."""
     from starfish.data_factory.storage import locate_job
 
     storage, full_id = locate_job(job_id)
     if storage.kind == "in_memory":
+        if reload:
+            raise ResumeError(
+                f"job {job_id} is in memory: it resumes with the function this process has; "
+                "reload applies to local jobs."
+            )
         func, inputs, options = storage.load_spec(full_id)
     else:
-        func, inputs, options = callspec.load(storage.load_spec(full_id), full_id)
-    return DataFactory(func, options)._resume(full_id, inputs, storage, overrides)
+        from starfish.data_factory import call_spec
+        from starfish.data_factory.inputs import inputs_from_payload
+
+        payload = call_spec.load(storage.load_spec(full_id), full_id, reload=reload)
+        func, options = payload["func"], payload["options"]
+        inputs = inputs_from_payload(payload["inputs"], storage, full_id)
+    return DataFactory(func, options)._resume(full_id, inputs, storage, overrides, collect)
 
 
 data_factory.resume_from_checkpoint = resume_from_checkpoint  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ caller's lists, so a million inputs cost the caller's lists and nothing more.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starfish.errors import InputError
@@ -38,6 +38,89 @@ class InputSpec:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> InputSpec:
         return cls(tuple(payload["names"]), tuple(payload["lists"]), dict(payload["scalars"]))
+
+
+class RowStream:
+    """Inputs that arrive as rows of a file, too many to hold: streamed into storage, one row
+    per input, when the job is created (then read back as `StoredRows`), never kept in memory.
+
+    `rows` yields pairs of a row and its own JSON text or None (see `io.read_row_texts`), and
+    is consumed once; every row has the keys `names`. `as_json` says that every value came
+    from JSON or CSV, so storing a row as JSON text gives back the very same values.
+    """
+
+    __slots__ = ("as_json", "names", "num_inputs", "rows", "scalars")
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        rows: Iterable[tuple[dict[str, Any], str | None]],
+        scalars: dict[str, Any],
+        as_json: bool,
+    ) -> None:
+        self.names = names
+        self.rows = rows
+        self.scalars = scalars
+        self.as_json = as_json
+        self.num_inputs = 0  # known once stored
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"names": self.names, "scalars": self.scalars, "stored_rows": True}
+
+    def materialize(self) -> InputSpec:
+        """The rows as column lists, for storage that is not a database (`in_memory`)."""
+        lists: tuple[list, ...] = tuple([] for _ in self.names)
+        for row, _ in self.rows:
+            for column, name in zip(lists, self.names, strict=True):
+                column.append(row[name])
+        if not lists or not lists[0]:
+            raise InputError("no inputs: the input file has no rows.")
+        return InputSpec(self.names, lists, self.scalars)
+
+    def store(self, storage: Any, job_id: str) -> Any:
+        """Stream the rows into `storage` as the inputs of the new job `job_id`; return the
+        reader of the stored rows. If anything stops it, the job is deleted again: it has
+        not started, and a half-loaded job is nothing to resume."""
+        from starfish.data_factory.storage._input_rows import StoredRows, store_rows
+
+        try:
+            count = store_rows(storage.path, job_id, self.rows, self.as_json)
+            if count == 0:
+                raise InputError("no inputs: the input file has no rows.")
+        except BaseException:
+            storage.delete_job(job_id)
+            raise
+        self.num_inputs = count
+        return StoredRows(storage.path, job_id, self.names, self.scalars, count)
+
+
+def stream_inputs(
+    func: Callable[..., Any],
+    names: tuple[str, ...],
+    rows: Iterable[tuple[dict[str, Any], str | None]],
+    scalars: dict[str, Any],
+    as_json: bool = False,
+) -> RowStream:
+    """Check the row keys `names` and `scalars` against `func`'s signature, like
+    `build_inputs`, and wrap the rows to be streamed into storage."""
+    name = function_name(func)
+    clash = sorted(set(names) & set(scalars))
+    if clash:
+        raise InputError(f"{clash[0]!r} is given both as a column and as a scalar; give it once.")
+    _check_signature(func, name, {**dict.fromkeys(names), **scalars})
+    return RowStream(tuple(names), rows, dict(scalars), as_json)
+
+
+def inputs_from_payload(payload: dict[str, Any], storage: Any, job_id: str) -> Any:
+    """The inputs of a stored job, as its call spec describes them."""
+    if not payload.get("stored_rows"):
+        return InputSpec.from_payload(payload)
+    from starfish.data_factory.storage._input_rows import StoredRows
+
+    num_inputs = (storage.get_job(job_id) or {}).get("num_inputs", 0)
+    return StoredRows(
+        storage.path, job_id, tuple(payload["names"]), dict(payload["scalars"]), num_inputs
+    )
 
 
 def is_async_callable(func: Any) -> bool:

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starfish.data_factory import callspec
+from starfish.data_factory import call_spec
 from starfish.data_factory.executors import make_executor
 from starfish.data_factory.gates import Gate, RateLimit
-from starfish.data_factory.inputs import InputSpec, function_name
+from starfish.data_factory.inputs import InputSpec, RowStream, function_name
 from starfish.data_factory.options import Options, hook_list
 from starfish.data_factory.rules import default_rules
 from starfish.data_factory.runner import Runner
@@ -44,7 +44,7 @@ class JobResult:
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
-OnStart = Callable[[str, JobState, Storage], None]
+OnStart = Callable[[str, JobState, Storage, InputSpec], None]
 
 
 def new_job_id() -> str:
@@ -73,8 +73,12 @@ async def execute(
     storage: Storage | None = None,
     resume_id: str | None = None,
     on_start: OnStart | None = None,
+    collect: bool = True,
 ) -> JobResult:
     """Run `inputs` through `func` as a new job, or continue job `resume_id`.
+
+    With `collect=False` the records stay in storage and the result holds none: a job over a
+    large file (the CLI) keeps none of them in memory.
 
     `on_start` hears the job id and state as soon as the job is stored, before any call. The
     job is leased for the whole run: a resume of a job another process is running is refused
@@ -85,7 +89,9 @@ async def execute(
     job_id = resume_id or new_job_id()
     lease = storage.acquire_lease(job_id)
     try:
-        return await _execute(func, options, inputs, run_mode, storage, job_id, resume_id, on_start)
+        return await _execute(
+            func, options, inputs, run_mode, storage, job_id, resume_id, on_start, collect
+        )
     finally:
         lease.release()
 
@@ -99,9 +105,12 @@ async def _execute(
     job_id: str,
     resume_id: str | None,
     on_start: OnStart | None,
+    collect: bool,
 ) -> JobResult:
     config = options.public_config()
     name = function_name(func)
+    if isinstance(inputs, RowStream) and storage.kind != "local":
+        inputs = inputs.materialize()  # no database to stream the rows into
     n = inputs.num_inputs
     started = time.monotonic()
 
@@ -109,7 +118,7 @@ async def _execute(
     if resume_id is None:
         state = JobState(options.initial_state_values, stored_as_json=as_json)
         spec: Any = (
-            callspec.dump(func, inputs, options)
+            call_spec.dump(func, inputs, options.to_dict())
             if storage.kind == "local"
             else (func, inputs, options)
         )
@@ -129,6 +138,9 @@ async def _execute(
             },
             spec,
         )
+        if isinstance(inputs, RowStream):  # the rows of a file go into storage, one per input
+            inputs = inputs.store(storage, job_id)
+            n = inputs.num_inputs
         pending = iter(range(n))
         base = dict.fromkeys(COUNT_KEYS, 0)
         base_kept = 0
@@ -155,7 +167,7 @@ async def _execute(
         previous_time = row.get("execution_time") or 0.0
 
     if on_start is not None:
-        on_start(job_id, state, storage)
+        on_start(job_id, state, storage, inputs)
 
     writer = storage.open_writer(job_id, options.batch_size)
     target = options.target_count
@@ -179,7 +191,7 @@ async def _execute(
         ),
         on_complete=hook_list(options.on_record_complete),
         on_error=hook_list(options.on_record_error),
-        keep_records=base_kept == 0,
+        keep_records=collect and base_kept == 0,
         previously_dead=dead,
     )
     # A failed write stops the job at once: no new call starts (the writer stores no more).
@@ -276,6 +288,8 @@ async def _execute(
             "its records stay readable with get_output_data(filter=...)."
         )
     result = JobResult(job_id, status, reason, counts)
+    if not collect:
+        return result
     if runner.records is not None:
         out = result.records
         for kept in runner.records:

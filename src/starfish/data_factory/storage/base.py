@@ -1,8 +1,9 @@
 """The storage interface: what the runner writes and what the getters and `jobs` read.
 
 Per input only its outcome is stored (`completed` with its records, or `dead`), plus one row
-per attempt that did not complete (`failed`, `filtered`, `duplicate`). The inputs themselves
-are stored once per job as a blob (see `callspec.py`), not one row per input.
+per attempt that did not complete (`failed`, `filtered`, `duplicate`). The inputs passed to
+`run()` are stored once per job as a blob (see `call_spec.py`); the rows of an input file, one
+row per input (see `_input_rows.py`).
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ class Storage(ABC):
 
     @abstractmethod
     def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]: ...
+
+    def count_records(self, job_id: str) -> int:
+        """How many completed records the job has (an input may return several)."""
+        return sum(1 for _ in self.iter_records(job_id, "completed"))
 
     @abstractmethod
     def indices(self, job_id: str, filter: str = "completed") -> list[int]: ...

@@ -9,6 +9,7 @@ Layout, chosen for write speed:
 - `state`: the job state, one row per key (JSON), written per changed key in the same
   transaction as the outcomes whose hooks changed it. (`jobs.state` is read only for jobs
   stored before this table existed.)
+- `input_rows`: the rows of an input file, one per input (see `_input_rows`).
 
 Writes are committed on the event loop once per turn of the loop (group commit, see
 `_SqliteWriter`): a finished input is durable before the loop starts anything else.
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starfish.data_factory._json import dumps
+from starfish.data_factory.storage import _input_rows
 from starfish.data_factory.storage.base import (
     COUNT_KEYS,
     JobWriter,
@@ -241,7 +243,7 @@ class SqliteStorage(Storage):
             try:
                 conn = connect(self.path)
                 try:
-                    conn.executescript(_SCHEMA)
+                    conn.executescript(_SCHEMA + _input_rows.SCHEMA)
                 except BaseException:
                     conn.close()
                     raise
@@ -483,6 +485,15 @@ class SqliteStorage(Storage):
             conn.close()
 
     @_reading
+    def count_records(self, job_id: str) -> int:
+        """Counted in SQL: no record is parsed in Python (1,000,000 took 5 s that way)."""
+        conn = self._db()
+        (n,) = _finished_inputs(
+            conn, self._jid(conn, job_id), "completed", "coalesce(sum(json_array_length(data)), 0)"
+        ).fetchone()
+        return n
+
+    @_reading
     def indices(self, job_id: str, filter: str = "completed") -> list[int]:
         check_filter(filter)
         conn = self._db()
@@ -510,6 +521,7 @@ class SqliteStorage(Storage):
             try:
                 conn.execute("DELETE FROM inputs WHERE key BETWEEN ? AND ?", (lo, lo | _LOW))
                 conn.execute("DELETE FROM attempts WHERE jid = ?", (jid,))
+                _input_rows.delete_rows(conn, jid)
                 conn.execute("DELETE FROM specs WHERE jid = ?", (jid,))
                 conn.execute("DELETE FROM state WHERE jid = ?", (jid,))
                 conn.execute("DELETE FROM jobs WHERE id = ?", (jid,))
