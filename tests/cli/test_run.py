@@ -144,3 +144,16 @@ def test_run_prints_the_job_then_one_line_when_parquet_output_fails(
     (line,) = exported.err.strip().splitlines()
     assert line.startswith("error: cannot write x.parquet: field 'v'"), exported
     assert cli("jobs", "export", job.job_id, "-o", "x.jsonl").code == 0
+
+
+def test_rate_limit_and_executor_options_are_checked_before_any_call(cli: Cli) -> None:
+    args = ("run", "targets.py:echo", "-i", "names.jsonl", "--no-progress")
+    bad_rate = cli(*args, "--rate-limit", "fast")
+    assert bad_rate.code == 2 and "rate_limit must be a string like '600/min'" in bad_rate.err
+    bad_exec = cli(*args, "--executor", "dask")
+    assert bad_exec.code == 2 and "executor must be 'local' or 'ray'" in bad_exec.err
+    assert "Traceback" not in bad_rate.err + bad_exec.err
+    ok = cli(*args, "--rate-limit", "100/s", "--json")
+    assert ok.code == 0, ok
+    assert ok.json()["config"]["rate_limit"] == "100/s"
+    assert ok.json()["counts"]["completed"] == 3

@@ -73,6 +73,25 @@ def run(
             min=0.001, metavar="S", help="Seconds each call may take.", show_default=False
         ),
     ] = None,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-limit",
+            metavar="RATE",
+            help="At most this many call starts, spread evenly: 600/min, 20/s, 5000/hour.",
+            show_default=False,
+        ),
+    ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            metavar="NAME",
+            help="Where calls run: local (default) or ray (a Ray cluster; pip install "
+            "'starfish[ray]').",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -92,7 +111,14 @@ def run(
     if output is not None:
         _check_output(output)
     params = _parse_params(param or [])
-    gen = _factory(target, max_concurrency, target_count, timeout, not no_progress)
+    overrides = {
+        "max_concurrency": max_concurrency,
+        "target_count": target_count,
+        "task_runner_timeout": timeout,
+        "rate_limit": rate_limit,
+        "executor": executor,
+    }
+    gen = _factory(target, overrides, not no_progress)
     names, rows = _open_rows(input_file, params)
     _check_columns(gen.func, names, input_file, params)
     job_id, error = _run(gen, names, rows, params, input_file)
@@ -152,13 +178,7 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
-def _factory(
-    target: str,
-    max_concurrency: int | None,
-    target_count: int | None,
-    timeout: float | None,
-    show_progress: bool,
-) -> Any:
+def _factory(target: str, overrides: dict[str, Any], show_progress: bool) -> Any:
     """The DataFactory to run: TARGET itself with our overrides, or TARGET wrapped."""
     from starfish.data_factory import DataFactory, data_factory
 
@@ -166,13 +186,8 @@ def _factory(
         obj = load_target(target)
     except TargetError as e:
         fail(str(e))
-    options: dict[str, Any] = {"show_progress": show_progress}
-    if max_concurrency is not None:
-        options["max_concurrency"] = max_concurrency
-    if target_count is not None:
-        options["target_count"] = target_count
-    if timeout is not None:
-        options["task_runner_timeout"] = timeout
+    options = {k: v for k, v in overrides.items() if v is not None}
+    options["show_progress"] = show_progress
     try:
         if isinstance(obj, DataFactory):
             return obj.with_options(**options)
