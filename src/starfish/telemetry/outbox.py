@@ -226,8 +226,7 @@ class OutboxWriter:
             return False
         try:
             if self._lock_fd is None:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._lock_fd = self._open(self._lock_path, os.O_RDWR | os.O_CREAT)
             if not _lock_within(self._lock_fd, timeout):
                 return False
             try:
@@ -241,20 +240,27 @@ class OutboxWriter:
         finally:
             mutex.release()
 
+    def _open(self, path: str, flags: int) -> int:
+        try:
+            return os.open(path, flags, 0o600)
+        except FileNotFoundError:  # the first event of a new app data dir
+            self.directory.mkdir(parents=True, exist_ok=True)
+            return os.open(path, flags, 0o600)
+
     def _append_locked(self, line: bytes) -> None:
         fd = self._fd
+        info = None
         if fd is not None:
             info = os.fstat(fd)
             if info.st_nlink == 0:  # a deliverer replaced the file: append to the new one
                 os.close(fd)
-                fd = self._fd = None
-        if fd is None:
-            fd = self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            info = os.fstat(fd)
+                fd = self._fd = info = None
+        if fd is None:  # (re)opened: its size is checked on the next append
+            fd = self._fd = self._open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view) :]
-        if info.st_size + len(line) > COMPACT_BYTES:
+        if info is not None and info.st_size + len(line) > COMPACT_BYTES:
             _compact(Path(self._path))
         if os.name == "nt":  # an open file there would block the deliverer's os.replace
             os.close(fd)

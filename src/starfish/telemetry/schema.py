@@ -191,7 +191,8 @@ JOB_FIELDS: dict[str, Callable[[object], Any]] = {
     "error_summary": _errors,
 }
 
-# Every event name that may be sent, and the fields its properties may carry.
+# Every event name that may be sent, and the fields its properties may carry. A new event type
+# is one entry here plus its row in the Events table of docs/telemetry.md (a test compares).
 EVENTS: dict[str, dict[str, Callable[[object], Any]]] = {JOB_EVENT: JOB_FIELDS}
 
 
@@ -224,7 +225,7 @@ WIRE_FIELDS: dict[str, tuple[str, str]] = {
     "api_key": ("string", "The project's write-only PostHog key (once per request)."),
     "sent_at": ("string (ISO 8601, UTC)", "When the request left (once per request)."),
     "batch": ("array of events", "The events of this request, each with the fields below."),
-    "event": ("string", f"The event name; only `{JOB_EVENT}` exists."),
+    "event": ("string", "The event name: one of the names in the Events table above."),
     "distinct_id": ("string (UUID)", "The random client id from `.starfish_config`."),
     "uuid": ("string (UUID)", "Random id of this event, so a resend is never counted twice."),
     "timestamp": ("string (ISO 8601, UTC)", "When the event was captured."),

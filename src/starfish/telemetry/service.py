@@ -149,8 +149,10 @@ def _now_iso() -> str:
 class AnalyticsService:
     """Captures events without ever blocking or raising; delivers them off the caller's path.
 
-    Active: events go through the allow-list into a bounded queue; `flush` hands them to the
-    outbox and a detached deliverer (which holds the real posthog client). Inactive: a no-op.
+    Active: events go through the allow-list; a finished job's event, when sending is on, goes
+    straight to the outbox (one append), anything else into a bounded queue that `flush` hands
+    to the outbox (or, in local mode, the log). `flush` then starts the deliverer (which holds
+    the real posthog client) unless one is alive. Inactive: a no-op.
     """
 
     def __init__(self, settings: AnalyticsConfig) -> None:
