@@ -133,6 +133,7 @@ def test_job_event_arrives_at_the_receiver_with_counts_and_types(receiver, tmp_p
     props = events[0]["properties"]
     assert props["count_summary"] == {"completed": 4, "failed": 4, "filtered": 0, "duplicate": 0}
     assert props["error_summary"] == {"ValueError": 2, "KeyError": 2}
+    assert props["executor"] == "local"
     assert props["num_inputs"] == 6 and props["run_mode"] == "normal"
     assert props["target_reached"] is False
     assert props["config"]["max_concurrency"] == 3

@@ -30,6 +30,7 @@ def test_clean_job_keeps_allow_listed_fields_with_their_types() -> None:
         execution_time=1.23456,
         count_summary={"completed": 18, "failed": 2, "filtered": 0, "duplicate": 0},
         error_summary={"TimeoutError": 2},
+        executor="ray",
     )
     props = clean_job(data)
     assert props == {
@@ -43,6 +44,7 @@ def test_clean_job_keeps_allow_listed_fields_with_their_types() -> None:
         "execution_time": 1.235,
         "count_summary": {"completed": 18, "failed": 2, "filtered": 0, "duplicate": 0},
         "error_summary": {"TimeoutError": 2},
+        "executor": "ray",
     }
     assert clean_properties(JOB_EVENT, data.to_dict()) == props
 
@@ -62,6 +64,7 @@ def test_wrongly_typed_or_shaped_values_are_dropped() -> None:
         {
             "job_id": "my-secret-job-name",
             "run_mode": "Normal Mode!",
+            "executor": "ray://head.internal:10001",
             "num_inputs": True,
             "execution_time": float("nan"),
             "config": {"batch_size": "10", "api_key": 3, "max_concurrency": 8},

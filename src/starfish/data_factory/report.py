@@ -51,6 +51,7 @@ def send_job_event(
             execution_time=float(execution_time),
             count_summary={k: int(counts.get(k, 0)) for k in COUNT_FIELDS},
             error_summary={str(k): int(v) for k, v in error_summary.items()},
+            executor=str(config.get("executor", "local")),
         )
         telemetry.capture_job_event(data)
     except Exception as exc:  # telemetry must never fail a job

@@ -25,6 +25,7 @@ CONFIG_FIELDS = (
     "job_run_stop_threshold",
 )
 COUNT_FIELDS = ("completed", "failed", "filtered", "duplicate")
+EXECUTORS = ("local", "ray")  # where a job's calls ran: a fixed word, never a host or address
 
 # Added to every event by the service: the environment, never the user or the host.
 CONTEXT_FIELDS = ("python_version", "os", "is_ci")
@@ -62,6 +63,7 @@ class TelemetryData:
     execution_time: float = 0.0
     count_summary: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_FIELDS, 0))
     error_summary: dict[str, int] = field(default_factory=dict)
+    executor: str = "local"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,6 +191,7 @@ JOB_FIELDS: dict[str, Callable[[object], Any]] = {
     "execution_time": _duration,
     "count_summary": _counts,
     "error_summary": _errors,
+    "executor": lambda value: value if value in EXECUTORS else None,
 }
 
 # Every event name that may be sent, and the fields its properties may carry. A new event type
@@ -239,6 +242,10 @@ WIRE_FIELDS: dict[str, tuple[str, str]] = {
     "properties.num_inputs": ("int", "How many inputs the job was given."),
     "properties.library_version": ("string", "The Starfish version."),
     "properties.execution_time": ("float", "Wall time of the job in seconds."),
+    "properties.executor": (
+        "string",
+        "Where the calls ran: `local` or `ray`; never a host name or address.",
+    ),
     **{
         f"properties.config.{name}": ("int, float or null", f"The job's `{name}` setting.")
         for name in CONFIG_FIELDS
