@@ -12,6 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from starfish.data_factory.context import JOB, JobContext
 from starfish.data_factory.inputs import InputSpec, function_name
 from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
@@ -116,11 +117,14 @@ async def execute(
         reporter.start()
 
     interruption: BaseException | None = None
+    # The workers' tasks copy this context: the model layer finds the job (cache, counts) here.
+    job_token = JOB.set(JobContext(job_id, getattr(storage, "path", None)))
     try:
         await runner.run()
     except BaseException as exc:
         interruption = exc
     finally:
+        JOB.reset(job_token)
         if reporter is not None:
             reporter.stop()
 

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from starfish.data_factory.context import CALL
 from starfish.data_factory.inputs import InputSpec, function_name
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage.base import COUNT_KEYS, JobWriter
@@ -225,6 +226,7 @@ class Runner:
             self._deadlines[wid] = deadline
             if self._watchdog is None:
                 self._watchdog = self._loop.call_at(deadline, self._watchdog_fire)
+        CALL.set((index, attempt))  # this worker's own context: what the model layer keys by
         try:
             out = await self.func(**kwargs)
             self._deadlines[wid] = None

@@ -1,0 +1,45 @@
+"""What the call running now belongs to: its job, input index and attempt.
+
+The model layer reads it to key its cache by input and attempt and to add its counts to the
+job. The job part is set once per run (job.py); the call part by the runner before each call
+of the user's function, in the worker's own task (a contextvar set costs ~50 ns).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    db_path: Path | None  # the job database (local storage); None for in-memory jobs
+    llm: dict[str, Any] = field(default_factory=dict)  # counts the model layer adds
+    checked: set[Any] = field(default_factory=set)  # one-time checks done for this job
+
+
+@dataclass(frozen=True)
+class CallContext:
+    job: JobContext
+    index: int
+    attempt: int
+
+
+JOB: ContextVar[JobContext | None] = ContextVar("starfish_job", default=None)
+CALL: ContextVar[tuple[int, int] | None] = ContextVar("starfish_call", default=None)
+
+
+def current_job() -> JobContext | None:
+    return JOB.get()
+
+
+def current_call() -> CallContext | None:
+    """The job, input index and attempt of the call running now; None outside a job."""
+    job = JOB.get()
+    call = CALL.get()
+    if job is None or call is None:
+        return None
+    return CallContext(job, call[0], call[1])

@@ -1,0 +1,158 @@
+"""Responses kept in the job database, so a re-run or a resume never pays twice.
+
+The key is a hash of the final request body (model, messages, response format, every
+generation parameter), the base URL, the input's index and the attempt number: a retry after
+`filtered`/`duplicate` asks again, and two identical inputs get two samples. The API key is
+never part of the key and never stored. A response is committed before it is returned, so
+a kill -9 after a paid call does not pay again on resume.
+
+Its own tables (`llm_cache`, `llm_counts`) and its own connection to the same WAL file as
+the job storage. Outside a job there is no input index to key by, so nothing is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+COUNT_KEYS = (
+    "requests",
+    "cache_hits",
+    "prompt_tokens",
+    "completion_tokens",
+    "rate_limited",
+    "retries",
+    "reasks",
+    "cost_usd",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key TEXT PRIMARY KEY,
+    response TEXT NOT NULL,
+    created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+);
+CREATE TABLE IF NOT EXISTS llm_counts (
+    job_id TEXT PRIMARY KEY,
+    requests INTEGER NOT NULL DEFAULT 0,
+    cache_hits INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    rate_limited INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    reasks INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL
+);
+"""
+
+_UPSERT = (
+    "INSERT INTO llm_counts (job_id, {cols}) VALUES (?, {marks}) "
+    "ON CONFLICT(job_id) DO UPDATE SET {sets}"
+)
+
+
+def cache_key(base_url: str, body: dict[str, Any], index: int, attempt: int) -> str:
+    text = json.dumps(
+        [base_url, body, index, attempt], sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ResponseStore:
+    """The cache and per-job counts in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=30
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT response FROM llm_cache WHERE key = ?", (key,)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save(self, job_id: str, counts: dict[str, Any], key: str | None, response: Any) -> None:
+        """Add `counts` to the job's and keep `response` under `key`: one transaction."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if key is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO llm_cache (key, response) VALUES (?, ?)",
+                        (key, json.dumps(response, separators=(",", ":"))),
+                    )
+                if counts:
+                    cols = list(counts)
+                    sql = _UPSERT.format(
+                        cols=", ".join(cols),
+                        marks=", ".join("?" * len(cols)),
+                        sets=", ".join(f"{c} = coalesce({c}, 0) + excluded.{c}" for c in cols),
+                    )
+                    conn.execute(sql, (job_id, *counts.values()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def counts(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            cur = self._conn.execute(
+                f"SELECT {', '.join(COUNT_KEYS)} FROM llm_counts WHERE job_id = ?", (job_id,)
+            )
+            row = cur.fetchone()
+        return dict(zip(COUNT_KEYS, row)) if row else None
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            n, size = self._conn.execute(
+                "SELECT count(*), coalesce(sum(length(response)), 0) FROM llm_cache"
+            ).fetchone()
+        return {"path": str(self.path), "responses": n, "bytes": size}
+
+    def clear(self) -> int:
+        with self._lock:
+            return self._conn.execute("DELETE FROM llm_cache").rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+_stores: dict[Path, ResponseStore] = {}
+_stores_lock = threading.Lock()
+
+
+def store_for(path: Path) -> ResponseStore:
+    with _stores_lock:
+        store = _stores.get(Path(path))
+        if store is None:
+            store = _stores[Path(path)] = ResponseStore(path)
+        return store
+
+
+def read_counts(path: Path, job_id: str) -> dict[str, Any] | None:
+    """A job's model-layer counts, read without creating the tables."""
+    if not Path(path).exists():
+        return None
+    conn = sqlite3.connect(str(path), timeout=30)
+    try:
+        row = conn.execute(
+            f"SELECT {', '.join(COUNT_KEYS)} FROM llm_counts WHERE job_id = ?", (job_id,)
+        ).fetchone()
+    except sqlite3.OperationalError:  # no model call ever made here
+        return None
+    finally:
+        conn.close()
+    return dict(zip(COUNT_KEYS, row)) if row else None
