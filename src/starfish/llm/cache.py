@@ -112,7 +112,7 @@ class ResponseStore:
                 f"SELECT {', '.join(COUNT_KEYS)} FROM llm_counts WHERE job_id = ?", (job_id,)
             )
             row = cur.fetchone()
-        return dict(zip(COUNT_KEYS, row)) if row else None
+        return dict(zip(COUNT_KEYS, row, strict=True)) if row else None
 
     def info(self) -> dict[str, Any]:
         with self._lock:
@@ -155,4 +155,4 @@ def read_counts(path: Path, job_id: str) -> dict[str, Any] | None:
         return None
     finally:
         conn.close()
-    return dict(zip(COUNT_KEYS, row)) if row else None
+    return dict(zip(COUNT_KEYS, row, strict=True)) if row else None
