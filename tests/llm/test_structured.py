@@ -109,7 +109,7 @@ def test_setup_errors_are_clear_and_raised_at_construction(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(LLMConfigError, match="OPENAI_API_KEY"):
         StructuredLLM("openai/gpt-4o-mini", prompt="x")
-    with pytest.raises(LLMConfigError, match="unknown provider.*base_url=") as info:
+    with pytest.raises(LLMConfigError, match=r"unknown provider.*base_url=") as info:
         StructuredLLM("nope/model", prompt="x")
     assert info.value.fatal is True
     with pytest.raises(LLMConfigError, match="messages"):
@@ -206,7 +206,7 @@ def test_reasks_zero_fails_on_the_first_bad_answer(server):
 
 def test_finish_reason_length_is_a_failure_that_says_so(server):
     server.script({"finish_reason": "length"})
-    with pytest.raises(LLMOutputError, match="length.*max_tokens=32"):
+    with pytest.raises(LLMOutputError, match=r"length.*max_tokens=32"):
         asyncio.run(make_llm(server, model_kwargs={"max_tokens": 32}).run(n=1, topic="x"))
     assert len(server.requests) == 1
 
@@ -254,7 +254,7 @@ def test_insufficient_quota_is_fatal_not_retried(server):
 
 def test_other_4xx_is_a_request_error(server):
     server.script({"status": 404, "error": "model not found"})
-    with pytest.raises(LLMRequestError, match="404.*model not found"):
+    with pytest.raises(LLMRequestError, match=r"404.*model not found"):
         asyncio.run(make_llm(server, output_schema=None, prompt="x").run())
 
 
