@@ -125,6 +125,9 @@ class OpenAIServer:
         self.requests: list[dict[str, Any]] = []  # every request received, in order
         self.bucket_rejections = 0  # 429s sent because a bucket was exceeded
         self.statuses: list[int] = []
+        self.active = 0  # requests being answered now
+        self.peak_active = 0
+        self.answered_at: list[float] = []  # when each 200 was sent (monotonic)
         self._script: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -174,6 +177,14 @@ class OpenAIServer:
         return web.json_response(body, status=status, headers=headers)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            return await self._answer(request)
+        finally:
+            self.active -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = json.loads(raw)
         with self._lock:
@@ -242,6 +253,7 @@ class OpenAIServer:
             "usage": usage,
         }
         self.statuses.append(200)
+        self.answered_at.append(time.monotonic())
         return web.json_response(answer, headers=headers)
 
     # lifecycle -----------------------------------------------------------------------------
