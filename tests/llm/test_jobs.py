@@ -152,7 +152,7 @@ JOB = textwrap.dedent(
     @data_factory(max_concurrency=8, show_progress=False)
     async def gen(topic):
         data = (await llm.run(topic=topic)).data
-        await asyncio.sleep(0.1)  # paid and cached, not yet recorded: what resume must reuse
+        await asyncio.sleep(0.3)  # paid and cached, not yet recorded: what resume must reuse
         return data
 
     gen.run(topic=[f"topic-{i:03d}" for i in range(%d)])
@@ -190,7 +190,7 @@ def _cached_questions(db: Path) -> set[str]:
 
 
 def test_kill_9_mid_job_then_resume_never_pays_twice(make_server, tmp_path, monkeypatch):
-    n = 120
+    n = 80
     server = make_server(latency=0.05, reply=echo_topic)
     monkeypatch.setenv("OPENAI_BASE_URL", server.url)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -201,6 +201,7 @@ def test_kill_9_mid_job_then_resume_never_pays_twice(make_server, tmp_path, monk
     while len(server.requests) < 40 and time.monotonic() < deadline:
         assert proc.poll() is None, "the job ended before it could be killed"
         time.sleep(0.005)
+    time.sleep(0.15)  # answers in hand, the function still sleeping: cached, not recorded
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = len(server.requests)
