@@ -305,6 +305,7 @@ class StructuredLLM:
                 await self._backoff(call, failures, f"connection failed ({exc})", {})
                 continue
             except TransportFailed as exc:
+                limiter.answered = True  # it accepted the connection: not a reason to go alone
                 limiter.release(ticket)
                 failures += 1
                 await self._backoff(call, failures, f"no answer ({exc})", {"requests": 1})
