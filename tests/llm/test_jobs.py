@@ -232,3 +232,27 @@ def test_kill_9_mid_job_then_resume_never_pays_twice(make_server, tmp_path, monk
     counts = read_counts(db_path(), info.job_id)
     assert counts["cache_hits"] == len(cached) - completed_at_kill > 0
     assert KEY.encode() not in stored_bytes()
+
+
+def test_jobs_show_has_the_llm_counts(make_server):
+    server = make_server()
+    server.script({"status": 429, "headers": {"retry-after-ms": "50"}})
+    llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url, price=(1, 1))
+    gen = make_job(llm)
+    gen.run(topic=["a", "b"])
+    shown = subprocess.run(
+        [sys.executable, "-m", "starfish", "jobs", "show", gen.job_id, "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr
+    llm_counts = json.loads(shown.stdout)["llm"]
+    assert llm_counts["requests"] == 3 == len(server.requests)
+    assert llm_counts["rate_limited"] == 1 and llm_counts["cache_hits"] == 0
+    assert llm_counts["cost_usd"] > 0
+    human = subprocess.run(
+        [sys.executable, "-m", "starfish", "jobs", "show", gen.job_id],
+        capture_output=True,
+        text=True,
+    )
+    assert "llm:         3 requests, 0 cache hits" in human.stdout

@@ -76,6 +76,16 @@ def list_jobs(as_json: AsJson = False) -> None:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+def llm_line(llm: dict[str, Any]) -> str:
+    cost = llm.get("cost_usd")
+    return (
+        f"{llm['requests']} requests, {llm['cache_hits']} cache hits, "
+        f"{llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens, "
+        f"{llm['rate_limited']} rate-limited, {llm['retries']} retries, "
+        f"cost {'unknown' if cost is None else f'${cost:.4f}'}"
+    )
+
+
 @app.command("show")
 def show(job_id: JobId, as_json: AsJson = False) -> None:
     """Status, stop reason, counts, config, timings and dead-queue inputs of one job."""
@@ -98,6 +108,8 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         ("finished", when(info.finished_at)),
         ("run time", seconds(info.execution_time)),
     ]
+    if info.llm:
+        lines.append(("llm", llm_line(info.llm)))
     for key, value in lines:
         typer.echo(f"{key + ':':<13}{value}")
     typer.echo("config:")

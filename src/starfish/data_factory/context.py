@@ -18,7 +18,6 @@ class JobContext:
     job_id: str
     db_path: Path | None  # the job database (local storage); None for in-memory jobs
     llm: dict[str, Any] = field(default_factory=dict)  # counts the model layer adds
-    checked: set[Any] = field(default_factory=set)  # one-time checks done for this job
 
 
 @dataclass(frozen=True)
