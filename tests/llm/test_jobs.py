@@ -256,3 +256,16 @@ def test_jobs_show_has_the_llm_counts(make_server):
         text=True,
     )
     assert "llm:         3 requests, 0 cache hits" in human.stdout
+
+
+def test_a_re_run_in_a_new_process_skips_an_unsupported_mode_without_asking(make_server):
+    from starfish.llm import structured
+
+    server = make_server(reject_formats=("json_schema",))
+    llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url)
+    first = make_job(llm).run(topic=["a", "b", "c"])
+    sent = len(server.requests)
+    assert sent == 4  # one 400 for json_schema, then json_object for each input
+    structured._modes.clear()  # what a new process knows
+    again = make_job(llm).run(topic=["a", "b", "c"])
+    assert again == first and len(server.requests) == sent

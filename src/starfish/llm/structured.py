@@ -64,6 +64,13 @@ class _Unsupported(Exception):
     """The server answered 400 to the structured-output mode."""
 
 
+class _ModeChanged(Exception):
+    """Another call moved the endpoint to another mode while this one waited to send."""
+
+
+_UNSUPPORTED = {"starfish": "response_format not supported"}
+
+
 def _server_message(data: Any) -> str:
     if isinstance(data, dict):
         err = data.get("error")
@@ -198,7 +205,9 @@ class StructuredLLM:
             mode = _modes.get(endpoint, MODES[0]) if self._schema is not None else None
             body = self._body(messages, mode)
             try:
-                data, hit, spent = await self._send(body, call)
+                data, hit, spent = await self._send(body, call, mode)
+            except _ModeChanged:
+                continue
             except _Unsupported:
                 assert mode is not None
                 if mode == MODES[-1]:
@@ -266,7 +275,9 @@ class StructuredLLM:
             ) from None
 
     # one request, with the limiter, retries, cache and counts ----------------------------
-    async def _send(self, body: dict[str, Any], call: Any) -> tuple[Any, bool, tuple]:
+    async def _send(
+        self, body: dict[str, Any], call: Any, mode: str | None = None
+    ) -> tuple[Any, bool, tuple]:
         from starfish.llm.cache import cache_key, store_for
         from starfish.llm.cost import cost_usd
         from starfish.llm.transport import ConnectFailed, TransportFailed, post_json
@@ -277,16 +288,22 @@ class StructuredLLM:
             hit = store_for(call.job.db_path).get(key)
             if hit is not None:
                 self._count(call, {"cache_hits": 1})
+                if hit == _UNSUPPORTED:
+                    raise _Unsupported
                 return hit, True, (0, 0, 0.0 if self._price is not None else None)
 
         payload = json.dumps(body, separators=(",", ":")).encode()
         chars = sum(len(str(m.get("content") or "")) for m in body["messages"])
         estimate = math.ceil(chars / 4) + self._completion_estimate
         limiter = self._limiter
+        endpoint = (self.base_url, self._target.model)
         failures = limited = 0
         while True:
             self._check_reachable()
             ticket = await limiter.acquire(estimate)
+            if mode is not None and _modes.get(endpoint, mode) != mode:
+                limiter.release(ticket)  # another call learned a better mode while we waited
+                raise _ModeChanged
             try:
                 status, headers, data = await post_json(
                     self._url, self._headers, payload, self.request_timeout
@@ -343,14 +360,16 @@ class StructuredLLM:
                         retry_after=max(limiter.paused_until - time.monotonic(), 1.0),
                     )
                 continue
+            if status == 400 and "response_format" in body:
+                # Kept like an answer: a re-run in a new process falls back without asking.
+                self._count(call, {"requests": 1}, key, _UNSUPPORTED)
+                raise _Unsupported
             self._count(call, {"requests": 1})
             if status in (401, 403) or status == 429:
                 what = "has no quota left" if status == 429 else "refused the API key"
                 raise LLMAuthError(
                     f"the server at {self.base_url} {what} (HTTP {status}): {message}"
                 )
-            if status == 400 and "response_format" in body:
-                raise _Unsupported
             if status >= 500 or status == 408:
                 failures += 1
                 await self._backoff(call, failures, f"HTTP {status}: {message}", {})
