@@ -269,3 +269,24 @@ def test_a_re_run_in_a_new_process_skips_an_unsupported_mode_without_asking(make
     structured._modes.clear()  # what a new process knows
     again = make_job(llm).run(topic=["a", "b", "c"])
     assert again == first and len(server.requests) == sent
+
+
+def test_cache_info_and_clear_commands(make_server):
+    server = make_server()
+    llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url)
+    make_job(llm).run(topic=["a", "b"])
+
+    def starfish(*args):
+        out = subprocess.run(
+            [sys.executable, "-m", "starfish", *args], capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    info = json.loads(starfish("cache", "info", "--json"))
+    assert info["responses"] == 2 and info["bytes"] > 0
+    assert "responses:  2" in starfish("cache", "info")
+    assert "deleted 2 cached responses" in starfish("cache", "clear")
+    assert json.loads(starfish("cache", "info", "--json"))["responses"] == 0
+    make_job(llm).run(topic=["a", "b"])
+    assert len(server.requests) == 4  # cleared: asked again

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from starfish._version import __version__
+from starfish.cli.cache import app as cache_app
 from starfish.cli.jobs import app as jobs_app
 from starfish.cli.run import run
 from starfish.cli.telemetry import app as telemetry_app
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.command("run", no_args_is_help=True)(run)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(telemetry_app, name="telemetry")
+app.add_typer(cache_app, name="cache")
 
 
 def _version(value: bool) -> None:

@@ -114,17 +114,6 @@ class ResponseStore:
             row = cur.fetchone()
         return dict(zip(COUNT_KEYS, row, strict=True)) if row else None
 
-    def info(self) -> dict[str, Any]:
-        with self._lock:
-            n, size = self._conn.execute(
-                "SELECT count(*), coalesce(sum(length(response)), 0) FROM llm_cache"
-            ).fetchone()
-        return {"path": str(self.path), "responses": n, "bytes": size}
-
-    def clear(self) -> int:
-        with self._lock:
-            return self._conn.execute("DELETE FROM llm_cache").rowcount
-
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -156,3 +145,41 @@ def read_counts(path: Path, job_id: str) -> dict[str, Any] | None:
     finally:
         conn.close()
     return dict(zip(COUNT_KEYS, row, strict=True)) if row else None
+
+
+def _default_path() -> Path:
+    from starfish.paths import app_data_dir
+
+    return app_data_dir() / "db" / "starfish.db"
+
+
+def cache_info(path: Path | None = None) -> dict[str, Any]:
+    """How many responses the local job database keeps, and their size (nothing is created)."""
+    path = Path(path) if path is not None else _default_path()
+    info: dict[str, Any] = {"path": str(path), "responses": 0, "bytes": 0}
+    if not path.exists():
+        return info
+    conn = sqlite3.connect(str(path), timeout=30)
+    try:
+        n, size = conn.execute(
+            "SELECT count(*), coalesce(sum(length(response)), 0) FROM llm_cache"
+        ).fetchone()
+    except sqlite3.OperationalError:  # no model call was ever cached here
+        return info
+    finally:
+        conn.close()
+    return {**info, "responses": n, "bytes": size}
+
+
+def clear_cache(path: Path | None = None) -> int:
+    """Delete every cached response (jobs and their counts stay); returns how many."""
+    path = Path(path) if path is not None else _default_path()
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    try:
+        return conn.execute("DELETE FROM llm_cache").rowcount
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
