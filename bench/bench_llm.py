@@ -305,7 +305,9 @@ def main() -> None:
         if START in text and END in text:
             text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
         else:
-            text = text.rstrip() + f"\n\n## The model layer (bench/bench_llm.py)\n\n{block}\n"
+            section = f"## The model layer (bench/bench_llm.py)\n\n{block}\n\n"
+            at = text.find("## Analysis")
+            text = text[:at] + section + text[at:] if at >= 0 else text + "\n" + section
         DOC.write_text(text)
         print(f"wrote {DOC.relative_to(ROOT)}", file=sys.stderr)
 

@@ -18,6 +18,9 @@ _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]]
 )
 
 
+_timeouts: dict[float, Any] = {}
+
+
 class ConnectFailed(Exception):
     """Nothing accepted the connection (refused, DNS): the base URL may be wrong."""
 
@@ -55,13 +58,11 @@ async def post_json(
     import aiohttp
 
     client = await session()
+    limit = _timeouts.get(timeout)
+    if limit is None:
+        limit = _timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
     try:
-        async with client.post(
-            url,
-            data=payload,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as resp:
+        async with client.post(url, data=payload, headers=headers, timeout=limit) as resp:
             raw = await resp.read()
             status, resp_headers = resp.status, resp.headers
     except aiohttp.ClientConnectorError as exc:
