@@ -290,3 +290,30 @@ def test_cache_info_and_clear_commands(make_server):
     assert json.loads(starfish("cache", "info", "--json"))["responses"] == 0
     make_job(llm).run(topic=["a", "b"])
     assert len(server.requests) == 4  # cleared: asked again
+
+
+def test_identical_calls_in_one_attempt_are_separate_samples_and_replay_in_order(make_server):
+    import asyncio
+    import itertools
+
+    numbers = itertools.count()
+
+    def numbered(body):
+        return json.dumps({"records": [{"question": f"q{next(numbers)}", "answer": "a"}]})
+
+    server = make_server(reply=numbered)
+    llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url)
+
+    def job():
+        @data_factory(show_progress=False)
+        async def gen(topic):
+            a, b = await asyncio.gather(llm.run(topic=topic), llm.run(topic=topic))
+            return a.data + b.data
+
+        return gen
+
+    first = job().run(topic=["x"])
+    assert len(server.requests) == 2
+    assert first[0]["question"] != first[1]["question"]
+    assert job().run(topic=["x"]) == first
+    assert len(server.requests) == 2

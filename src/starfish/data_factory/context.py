@@ -25,10 +25,18 @@ class CallContext:
     job: JobContext
     index: int
     attempt: int
+    seen: dict[Any, int]  # per attempt: how often each request was made (for the model layer)
+
+    def occurrence(self, key: Any) -> int:
+        """0 for the first time this attempt makes request `key`, 1 for the second, ..."""
+        n = self.seen.get(key, 0)
+        self.seen[key] = n + 1
+        return n
 
 
 JOB: ContextVar[JobContext | None] = ContextVar("starfish_job", default=None)
-CALL: ContextVar[tuple[int, int] | None] = ContextVar("starfish_call", default=None)
+CALL: ContextVar[list | None] = ContextVar("starfish_call", default=None)
+"""`[index, attempt]`, a fresh list per attempt; the model layer may append its own dict."""
 
 
 def current_job() -> JobContext | None:
@@ -41,4 +49,6 @@ def current_call() -> CallContext | None:
     call = CALL.get()
     if job is None or call is None:
         return None
-    return CallContext(job, call[0], call[1])
+    if len(call) == 2:
+        call.append({})
+    return CallContext(job, call[0], call[1], call[2])

@@ -226,7 +226,7 @@ class Runner:
             self._deadlines[wid] = deadline
             if self._watchdog is None:
                 self._watchdog = self._loop.call_at(deadline, self._watchdog_fire)
-        CALL.set((index, attempt))  # this worker's own context: what the model layer keys by
+        CALL.set([index, attempt])  # this worker's own context: what the model layer keys by
         try:
             out = await self.func(**kwargs)
             self._deadlines[wid] = None

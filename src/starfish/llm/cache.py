@@ -55,11 +55,12 @@ _UPSERT = (
 )
 
 
-def cache_key(base_url: str, body: dict[str, Any], index: int, attempt: int) -> str:
-    text = json.dumps(
-        [base_url, body, index, attempt], sort_keys=True, separators=(",", ":"), default=str
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+def cache_key(base_url: str, payload: bytes, index: int, attempt: int, occurrence: int) -> str:
+    """`payload` is the request body as sent; `occurrence` tells apart the same request made
+    twice in one attempt (`gather` of identical calls: each is its own sample)."""
+    digest = hashlib.sha256(payload)
+    digest.update(f"\0{base_url}\0{index}\0{attempt}\0{occurrence}".encode())
+    return digest.hexdigest()
 
 
 class ResponseStore:

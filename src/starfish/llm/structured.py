@@ -10,6 +10,7 @@ response is cached in the job database before it is returned.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import random
@@ -68,7 +69,8 @@ class _ModeChanged(Exception):
     """Another call moved the endpoint to another mode while this one waited to send."""
 
 
-_UNSUPPORTED = {"starfish": "response_format not supported"}
+_UNSUPPORTED = "starfish_unsupported_mode"
+"""Cached in place of an answer when the server refused the request's mode (400)."""
 
 
 def _server_message(data: Any) -> str:
@@ -184,6 +186,12 @@ class StructuredLLM:
     def __repr__(self) -> str:
         return f"StructuredLLM({self.model_name!r}, base_url={self.base_url!r})"
 
+    def __copy__(self) -> StructuredLLM:
+        return self  # settings only, and a shared limiter: a copy would be the same object
+
+    def __deepcopy__(self, memo: dict) -> StructuredLLM:
+        return self
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled into a job's stored call spec: never the key. A resumed job takes the key
         # from the environment again.
@@ -208,12 +216,12 @@ class StructuredLLM:
                 data, hit, spent = await self._send(body, call, mode)
             except _ModeChanged:
                 continue
-            except _Unsupported:
+            except _Unsupported as exc:
                 assert mode is not None
                 if mode == MODES[-1]:
                     raise LLMRequestError(
-                        f"the server at {self.base_url} rejected the request (HTTP 400) even "
-                        "without response_format"
+                        f"the server at {self.base_url} rejected the request (HTTP 400) in "
+                        f"every structured-output mode; last answer: {exc}"
                     ) from None
                 _modes[endpoint] = MODES[MODES.index(mode) + 1]
                 continue
@@ -282,17 +290,20 @@ class StructuredLLM:
         from starfish.llm.cost import cost_usd
         from starfish.llm.transport import ConnectFailed, TransportFailed, post_json
 
+        payload = json.dumps(body, separators=(",", ":")).encode()
         key = None
         if call is not None and self.cache and call.job.db_path is not None:
-            key = cache_key(self.base_url, body, call.index, call.attempt)
+            digest = hashlib.sha256(payload).digest()
+            key = cache_key(
+                self.base_url, payload, call.index, call.attempt, call.occurrence(digest)
+            )
             hit = store_for(call.job.db_path).get(key)
             if hit is not None:
                 self._count(call, {"cache_hits": 1})
-                if hit == _UNSUPPORTED:
-                    raise _Unsupported
+                if isinstance(hit, dict) and _UNSUPPORTED in hit:
+                    raise _Unsupported(hit[_UNSUPPORTED])
                 return hit, True, (0, 0, 0.0 if self._price is not None else None)
 
-        payload = json.dumps(body, separators=(",", ":")).encode()
         chars = sum(len(str(m.get("content") or "")) for m in body["messages"])
         estimate = math.ceil(chars / 4) + self._completion_estimate
         limiter = self._limiter
@@ -362,8 +373,8 @@ class StructuredLLM:
                 continue
             if status == 400 and "response_format" in body:
                 # Kept like an answer: a re-run in a new process falls back without asking.
-                self._count(call, {"requests": 1}, key, _UNSUPPORTED)
-                raise _Unsupported
+                self._count(call, {"requests": 1}, key, {_UNSUPPORTED: message})
+                raise _Unsupported(message)
             self._count(call, {"requests": 1})
             if status in (401, 403) or status == 429:
                 what = "has no quota left" if status == 429 else "refused the API key"
