@@ -198,6 +198,8 @@ class OpenAIServer:
             assert request.transport is not None
             request.transport.close()
             return web.Response(status=500)
+        if "raw" in fault:  # a body exactly as given
+            return web.Response(status=fault.get("raw_status", 200), text=fault["raw"])
         if "status" in fault:
             return self._error(
                 fault["status"],

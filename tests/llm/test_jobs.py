@@ -317,3 +317,19 @@ def test_identical_calls_in_one_attempt_are_separate_samples_and_replay_in_order
     assert first[0]["question"] != first[1]["question"]
     assert job().run(topic=["x"]) == first
     assert len(server.requests) == 2
+
+
+def test_a_200_that_is_not_json_is_an_error_and_is_not_cached(make_server):
+    server = make_server()
+    server.script({"raw": "<html>proxy error</html>"})
+    llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url)
+    gen = make_job(llm, max_concurrency=1)
+    out = gen.run(topic=["a"])  # the input's attempt 2 asks again and succeeds
+    assert out == [{"question": "text", "answer": "text"}]
+    from starfish.jobs import load_job
+
+    info = load_job(gen.job_id)
+    assert info.counts["failed"] == 1 and info.error_summary == {"LLMRequestError": 1}
+    assert len(server.requests) == 2
+    # a re-run's attempt 1 asks again: the broken answer was not kept
+    assert make_job(llm).run(topic=["a"]) == out and len(server.requests) == 3

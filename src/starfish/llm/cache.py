@@ -63,6 +63,12 @@ def cache_key(base_url: str, payload: bytes, index: int, attempt: int, occurrenc
     return digest.hexdigest()
 
 
+def _text(response: Any) -> str:
+    if isinstance(response, bytes):
+        return response.decode()
+    return json.dumps(response, separators=(",", ":"))
+
+
 class ResponseStore:
     """The cache and per-job counts in one SQLite file."""
 
@@ -83,8 +89,11 @@ class ResponseStore:
             ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def save(self, job_id: str, counts: dict[str, Any], key: str | None, response: Any) -> None:
-        """Add `counts` to the job's and keep `response` under `key`: one transaction."""
+    def save(
+        self, job_id: str, counts: dict[str, Any], key: str | None, response: Any | bytes
+    ) -> None:
+        """Add `counts` to the job's and keep `response` (JSON, or its text as received) under
+        `key`: one transaction."""
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -92,7 +101,7 @@ class ResponseStore:
                 if key is not None:
                     conn.execute(
                         "INSERT OR REPLACE INTO llm_cache (key, response) VALUES (?, ?)",
-                        (key, json.dumps(response, separators=(",", ":"))),
+                        (key, _text(response)),
                     )
                 if counts:
                     cols = list(counts)
@@ -125,11 +134,13 @@ _stores_lock = threading.Lock()
 
 
 def store_for(path: Path) -> ResponseStore:
-    with _stores_lock:
-        store = _stores.get(Path(path))
-        if store is None:
-            store = _stores[Path(path)] = ResponseStore(path)
-        return store
+    store = _stores.get(path)
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(path)
+            if store is None:
+                store = _stores[path] = ResponseStore(path)
+    return store
 
 
 def read_counts(path: Path, job_id: str) -> dict[str, Any] | None:

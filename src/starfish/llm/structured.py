@@ -316,7 +316,7 @@ class StructuredLLM:
                 limiter.release(ticket)  # another call learned a better mode while we waited
                 raise _ModeChanged
             try:
-                status, headers, data = await post_json(
+                status, headers, data, raw = await post_json(
                     self._url, self._headers, payload, self.request_timeout
                 )
             except ConnectFailed as exc:
@@ -342,8 +342,15 @@ class StructuredLLM:
                 limiter.release(ticket)
                 raise
             _unreachable.pop(self.base_url, None)
+            if status == 200 and not isinstance(data, dict):
+                limiter.release(ticket, headers=headers, status=status)
+                self._count(call, {"requests": 1})
+                raise LLMRequestError(
+                    f"the server at {self.base_url} answered 200 with a body that is not a "
+                    f"JSON object: {self._scrub(str(data)[:200])}"
+                )
             if status == 200:
-                usage = data.get("usage") if isinstance(data, dict) else None
+                usage = data.get("usage")
                 pt = int((usage or {}).get("prompt_tokens") or 0)
                 ct = int((usage or {}).get("completion_tokens") or 0)
                 used = pt + ct if usage else None
@@ -356,7 +363,7 @@ class StructuredLLM:
                 }
                 if cost is not None:
                     counts["cost_usd"] = cost
-                self._count(call, counts, key, data)
+                self._count(call, counts, key, raw)
                 return data, False, (pt, ct, cost)
             limiter.release(
                 ticket, used_tokens=0 if status == 429 else None, headers=headers, status=status

@@ -53,8 +53,9 @@ async def session() -> Any:
 
 async def post_json(
     url: str, headers: dict[str, str], payload: bytes, timeout: float
-) -> tuple[int, Any, Any]:
-    """POST `payload`; return (status, headers, parsed JSON body or the text if not JSON)."""
+) -> tuple[int, Any, Any, bytes]:
+    """POST `payload`; return (status, headers, parsed JSON body or the text if not JSON, the
+    body as received)."""
     import aiohttp
 
     client = await session()
@@ -73,4 +74,4 @@ async def post_json(
         body: Any = json.loads(raw)
     except ValueError:
         body = raw.decode("utf-8", "replace")
-    return status, resp_headers, body
+    return status, resp_headers, body, raw
