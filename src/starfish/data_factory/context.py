@@ -1,8 +1,8 @@
 """What the call running now belongs to: its job, input index and attempt.
 
 The model layer reads it to key its cache by input and attempt and to add its counts to the
-job. The job part is set once per run (job.py); the call part by the runner before each call
-of the user's function, in the worker's own task (a contextvar set costs ~50 ns).
+job. The job part is set once per run (job.py); the call part once per worker, in the
+worker's own task, and filled in by the runner before each call of the user's function.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class CallContext:
 
 JOB: ContextVar[JobContext | None] = ContextVar("starfish_job", default=None)
 CALL: ContextVar[list | None] = ContextVar("starfish_call", default=None)
-"""`[index, attempt]`, a fresh list per attempt; the model layer may append its own dict."""
+"""`[index, attempt, seen]` of the worker's current call: one list per worker, set once in its
+task and overwritten per attempt (cheaper than a contextvar set per call); `seen` is None
+until the model layer needs it."""
 
 
 def current_job() -> JobContext | None:
@@ -47,8 +49,8 @@ def current_call() -> CallContext | None:
     """The job, input index and attempt of the call running now; None outside a job."""
     job = JOB.get()
     call = CALL.get()
-    if job is None or call is None:
+    if job is None or call is None or call[0] is None:
         return None
-    if len(call) == 2:
-        call.append({})
+    if call[2] is None:
+        call[2] = {}
     return CallContext(job, call[0], call[1], call[2])

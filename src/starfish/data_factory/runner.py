@@ -105,6 +105,7 @@ class Runner:
         self._tasks: list[asyncio.Task] = []
         self._deadlines: list[float | None] = [None] * self.max_concurrency
         self._timed_out = [False] * self.max_concurrency
+        self._calls: list[list] = [[None, None, None] for _ in range(self.max_concurrency)]
         self._watchdog: asyncio.TimerHandle | None = None
         self._state_version = state.version
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -149,6 +150,7 @@ class Runner:
         return next(self._pending, None)
 
     async def _worker(self, wid: int) -> None:
+        CALL.set(self._calls[wid])  # once per worker, in its own task's context
         while True:
             index = self._next_index()
             if index is None:
@@ -226,7 +228,8 @@ class Runner:
             self._deadlines[wid] = deadline
             if self._watchdog is None:
                 self._watchdog = self._loop.call_at(deadline, self._watchdog_fire)
-        CALL.set([index, attempt])  # this worker's own context: what the model layer keys by
+        call = self._calls[wid]  # what the model layer keys its cache by (context.py)
+        call[0], call[1], call[2] = index, attempt, None
         try:
             out = await self.func(**kwargs)
             self._deadlines[wid] = None
