@@ -22,7 +22,10 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on std
         return
     typer.echo(f"cache:      {data['path']} (table llm_cache)")
     typer.echo(f"responses:  {data['responses']}")
-    typer.echo(f"size:       {data['bytes'] / 1e6:.1f} MB")
+    size = data["bytes"]
+    typer.echo(
+        f"size:       {size / 1e6:.1f} MB" if size >= 1e6 else f"size:       {size / 1e3:.1f} kB"
+    )
 
 
 @app.command("clear")
