@@ -333,3 +333,43 @@ def test_a_200_that_is_not_json_is_an_error_and_is_not_cached(make_server):
     assert len(server.requests) == 2
     # a re-run's attempt 1 asks again: the broken answer was not kept
     assert make_job(llm).run(topic=["a"]) == out and len(server.requests) == 3
+
+
+PROGRESS_JOB = textwrap.dedent(
+    """
+    import sys
+    from starfish.data_factory import progress
+    progress.LOG_INTERVAL = 0.05
+    from starfish import StructuredLLM, data_factory
+
+    llm = StructuredLLM("m", prompt="About {{topic}}", base_url=sys.argv[1], price=(1, 1))
+
+    @data_factory(max_concurrency=2)
+    async def gen(topic):
+        return (await llm.run(topic=topic)).data
+
+    gen.run(topic=[str(i) for i in range(12)])
+    """
+)
+
+
+def test_the_progress_line_shows_the_model_counts(make_server, tmp_path):
+    server = make_server(latency=0.03)
+    server.script({}, {"status": 429, "headers": {"retry-after-ms": "50"}})
+    script = tmp_path / "job.py"
+    script.write_text(PROGRESS_JOB)
+    proc = subprocess.run(
+        [sys.executable, str(script), server.url], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("starfish: gen:")]
+    assert lines, proc.stderr
+    import re
+
+    found = re.search(
+        r"completed (\d+) .* llm (\d+) requests, 0 cached, \d+ tokens, 1 rate-limited, \$0\.0",
+        lines[-1],
+    )
+    assert found, lines[-1]
+    completed, requests = int(found.group(1)), int(found.group(2))
+    assert completed + 1 <= requests <= 13  # the 429 is a request too

@@ -109,6 +109,9 @@ async def execute(
         base_completed=base["completed"],
         previously_dead=dead,
     )
+    # The workers' tasks (and the progress timer) copy this context: the model layer finds the
+    # job (cache, counts) here.
+    job_token = JOB.set(JobContext(job_id, getattr(storage, "path", None)))
     reporter = None
     if opts["show_progress"] and run_mode != "dry_run":
         from starfish.data_factory.progress import ProgressReporter
@@ -117,16 +120,14 @@ async def execute(
         reporter.start()
 
     interruption: BaseException | None = None
-    # The workers' tasks copy this context: the model layer finds the job (cache, counts) here.
-    job_token = JOB.set(JobContext(job_id, getattr(storage, "path", None)))
     try:
         await runner.run()
     except BaseException as exc:
         interruption = exc
     finally:
-        JOB.reset(job_token)
         if reporter is not None:
             reporter.stop()
+        JOB.reset(job_token)
 
     run_time = time.monotonic() - started
     counts = {k: base[k] + runner.counts[k] for k in base}
