@@ -46,6 +46,7 @@ def test_generate_end_to_end_then_a_re_run_is_free(make_server, tmp_path):
     out = starfish(*args, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert "wrote 3 records to qa.jsonl" in out.stdout
+    assert "  llm 3 requests, 0 cache hits" in out.stdout
     records = [json.loads(line) for line in (tmp_path / "qa.jsonl").read_text().splitlines()]
     assert records == [{"question": "text", "answer": "text"}] * 3
     contents = sorted(b["messages"][0]["content"] for b in server.bodies)

@@ -15,6 +15,7 @@ from starfish.cli._output import (
     exit_code_for,
     export_hint,
     fail,
+    llm_line,
     print_json,
     print_summary,
     seconds,
@@ -74,16 +75,6 @@ def list_jobs(as_json: AsJson = False) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-def llm_line(llm: dict[str, Any]) -> str:
-    cost = llm.get("cost_usd")
-    return (
-        f"{llm['requests']} requests, {llm['cache_hits']} cache hits, "
-        f"{llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens, "
-        f"{llm['rate_limited']} rate-limited, {llm['retries']} retries, "
-        f"cost {'unknown' if cost is None else f'${cost:.4f}'}"
-    )
 
 
 @app.command("show")
