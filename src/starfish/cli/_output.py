@@ -53,8 +53,13 @@ def llm_line(llm: dict[str, Any]) -> str:
         f"{llm['requests']} requests, {llm['cache_hits']} cache hits, "
         f"{llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens, "
         f"{llm['rate_limited']} rate-limited, {llm['retries']} retries, "
-        f"cost {'unknown' if cost is None else f'${cost:.4f}'}"
+        f"cost {'unknown' if cost is None else usd(cost)}"
     )
+
+
+def usd(cost: float) -> str:
+    """Dollars with the digits that matter: $0.4213, $0.000384."""
+    return f"${cost:.4f}" if cost >= 0.01 or cost == 0 else f"${cost:.6f}"
 
 
 def print_summary(info: Any) -> None:

@@ -45,7 +45,8 @@ def _llm_summary() -> str:
     if llm.get("rate_limited"):
         line += f", {llm['rate_limited']} rate-limited"
     if "cost_usd" in llm:
-        line += f", ${llm['cost_usd']:.4f}"
+        cost = llm["cost_usd"]
+        line += f", ${cost:.4f}" if cost >= 0.01 or cost == 0 else f", ${cost:.6f}"
     return line
 
 
