@@ -149,3 +149,15 @@ def test_remaining_zero_pauses_until_reset():
         }
     )
     assert 0.2 < limiter.paused_until - time.monotonic() <= 0.3
+
+
+def test_a_reservation_made_during_a_pause_is_paid_after_it():
+    from starfish.llm.limits import Bucket
+
+    bucket = Bucket(600)  # 10/s, holds 5
+    now = time.monotonic()
+    for _ in range(5):
+        assert bucket.reserve(1, now) == 0
+    bucket.hold(now + 2.0)
+    # the next request's token refills 0.1 s after the pause ends, not 0.1 s from now
+    assert bucket.reserve(1, now) == pytest.approx(2.1, abs=0.01)

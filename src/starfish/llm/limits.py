@@ -123,7 +123,8 @@ class Bucket:
         """Take `cost` (possibly running into debt); return seconds until the debt is paid."""
         self._refill(now)
         self.level -= cost
-        return -self.level / self.rate if self.level < 0 else 0.0
+        held = max(0.0, self.stamp - now)  # no refill before a pause ends (`hold`)
+        return held + (-self.level / self.rate if self.level < 0 else 0.0)
 
     def refund(self, amount: float, now: float) -> None:
         self._refill(now)
