@@ -247,11 +247,17 @@ def main() -> None:
         "the same job re-run (every call a cache hit)": lambda *a: in_job(*a, rerun=True),
     }
     walls: dict[str, list[float]] = {k: [] for k in variants}
+    cpus: dict[str, list[float]] = {k: [] for k in variants}
     try:
         for _ in range(args.reps):
             for name, fn in variants.items():
+                cpu0 = time.process_time()
                 walls[name].append(fn(server.url, args.calls, args.concurrency))
-                print(f"  {name}: {walls[name][-1]:.3f} s", file=sys.stderr)
+                cpus[name].append(time.process_time() - cpu0)
+                print(
+                    f"  {name}: {walls[name][-1]:.3f} s wall, {cpus[name][-1]:.3f} s CPU",
+                    file=sys.stderr,
+                )
     finally:
         server.stop()
     med = {k: statistics.median(v) for k, v in walls.items()}
@@ -273,14 +279,17 @@ def main() -> None:
         f"**{args.calls:,} calls at concurrency {args.concurrency}, server latency 20 ms** "
         f"(median of {args.reps}, alternating; target: StructuredLLM within 1.3x of the bare loop)",
         "",
-        "| Client | Wall (median) | Calls/s | vs bare aiohttp | Runs |",
-        "|---|---|---|---|---|",
+        "| Client | Wall (median) | Calls/s | Wall vs bare | Client CPU per call | "
+        "CPU vs bare | Wall of each run |",
+        "|---|---|---|---|---|---|---|",
     ]
+    cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
     for name in variants:
         runs = ", ".join(f"{w:.2f}" for w in walls[name])
         lines.append(
             f"| {name} | {med[name]:.2f} s | {args.calls / med[name]:,.0f} | "
-            f"{med[name] / base:.2f}x | {runs} |"
+            f"{med[name] / base:.2f}x | {cpu_med[name] / args.calls * 1e6:.0f} µs | "
+            f"{cpu_med[name] / cpu_med['bare aiohttp loop']:.2f}x | {runs} |"
         )
     lines += [
         "",

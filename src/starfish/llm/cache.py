@@ -16,6 +16,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,13 @@ def _text(response: Any) -> str:
     return json.dumps(response, separators=(",", ":"))
 
 
+@dataclass
+class _Batch:
+    done: Any  # an asyncio.Future resolved once the batch is committed
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 class ResponseStore:
     """The cache and per-job counts in one SQLite file."""
 
@@ -81,6 +89,7 @@ class ResponseStore:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._batches: dict[Any, _Batch] = {}  # per event loop: what its next commit holds
 
     def get(self, key: str) -> Any | None:
         with self._lock:
@@ -93,17 +102,52 @@ class ResponseStore:
         self, job_id: str, counts: dict[str, Any], key: str | None, response: Any | bytes
     ) -> None:
         """Add `counts` to the job's and keep `response` (JSON, or its text as received) under
-        `key`: one transaction."""
+        `key`: one transaction, now."""
+        self._write([(key, _text(response))] if key is not None else [], {job_id: counts})
+
+    async def save_soon(
+        self, job_id: str, counts: dict[str, Any], key: str | None, response: Any | bytes
+    ) -> None:
+        """`save`, grouped with every other save of this turn of the event loop into one
+        transaction (a commit per response cost as much as the rest of a call); returns once
+        that transaction is committed."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = _Batch(loop.create_future())
+            loop.call_soon(self._flush, loop)
+        if key is not None:
+            batch.rows.append((key, _text(response)))
+        if counts:
+            total = batch.counts.setdefault(job_id, {})
+            for name, value in counts.items():
+                total[name] = total.get(name, 0) + value
+        await asyncio.shield(batch.done)
+
+    def _flush(self, loop: Any) -> None:
+        batch = self._batches.pop(loop)
+        try:
+            self._write(batch.rows, batch.counts)
+        except Exception as exc:
+            batch.done.set_exception(exc)
+            batch.done.add_done_callback(lambda f: f.exception())  # seen even if none waits
+        else:
+            batch.done.set_result(None)
+
+    def _write(self, rows: list[tuple[str, str]], counts_by_job: dict[str, dict[str, Any]]) -> None:
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if key is not None:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO llm_cache (key, response) VALUES (?, ?)",
-                        (key, _text(response)),
+                if rows:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO llm_cache (key, response) VALUES (?, ?)", rows
                     )
-                if counts:
+                for job_id, counts in counts_by_job.items():
+                    if not counts:
+                        continue
                     cols = list(counts)
                     sql = _UPSERT.format(
                         cols=", ".join(cols),

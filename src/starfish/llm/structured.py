@@ -73,6 +73,15 @@ _UNSUPPORTED = "starfish_unsupported_mode"
 """Cached in place of an answer when the server refused the request's mode (400)."""
 
 
+def _advance(endpoint: tuple[str, str], mode: str | None) -> None:
+    """The server refused `mode`: the endpoint uses the next one from now on (never back)."""
+    if mode is None or mode == MODES[-1]:
+        return
+    i = MODES.index(mode)
+    if MODES.index(_modes.get(endpoint, MODES[0])) <= i:
+        _modes[endpoint] = MODES[i + 1]
+
+
 def _server_message(data: Any) -> str:
     if isinstance(data, dict):
         err = data.get("error")
@@ -223,8 +232,7 @@ class StructuredLLM:
                         f"the server at {self.base_url} rejected the request (HTTP 400) in "
                         f"every structured-output mode; last answer: {exc}"
                     ) from None
-                _modes[endpoint] = MODES[MODES.index(mode) + 1]
-                continue
+                continue  # _send moved the endpoint to the next mode
             cached = cached and hit
             usage["prompt_tokens"] += spent[0]
             usage["completion_tokens"] += spent[1]
@@ -250,7 +258,7 @@ class StructuredLLM:
                         f"re-ask(s): {exc}"
                     ) from None
                 reasks_left -= 1
-                self._count(call, {"reasks": 1})
+                await self._count(call, {"reasks": 1})
                 messages = [
                     *messages,
                     {"role": "assistant", "content": content or ""},
@@ -291,6 +299,7 @@ class StructuredLLM:
         from starfish.llm.transport import ConnectFailed, TransportFailed, post_json
 
         payload = json.dumps(body, separators=(",", ":")).encode()
+        endpoint = (self.base_url, self._target.model)
         key = None
         if call is not None and self.cache and call.job.db_path is not None:
             digest = hashlib.sha256(payload).digest()
@@ -299,15 +308,17 @@ class StructuredLLM:
             )
             hit = store_for(call.job.db_path).get(key)
             if hit is not None:
-                self._count(call, {"cache_hits": 1})
-                if isinstance(hit, dict) and _UNSUPPORTED in hit:
+                unsupported = isinstance(hit, dict) and _UNSUPPORTED in hit
+                if unsupported:
+                    _advance(endpoint, mode)  # before any await, as below
+                await self._count(call, {"cache_hits": 1})
+                if unsupported:
                     raise _Unsupported(hit[_UNSUPPORTED])
                 return hit, True, (0, 0, 0.0 if self._price is not None else None)
 
         chars = sum(len(str(m.get("content") or "")) for m in body["messages"])
         estimate = math.ceil(chars / 4) + self._completion_estimate
         limiter = self._limiter
-        endpoint = (self.base_url, self._target.model)
         failures = limited = 0
         while True:
             self._check_reachable()
@@ -344,7 +355,7 @@ class StructuredLLM:
             _unreachable.pop(self.base_url, None)
             if status == 200 and not isinstance(data, dict):
                 limiter.release(ticket, headers=headers, status=status)
-                self._count(call, {"requests": 1})
+                await self._count(call, {"requests": 1})
                 raise LLMRequestError(
                     f"the server at {self.base_url} answered 200 with a body that is not a "
                     f"JSON object: {self._scrub(str(data)[:200])}"
@@ -363,14 +374,14 @@ class StructuredLLM:
                 }
                 if cost is not None:
                     counts["cost_usd"] = cost
-                self._count(call, counts, key, raw)
+                await self._count(call, counts, key, raw)
                 return data, False, (pt, ct, cost)
             limiter.release(
                 ticket, used_tokens=0 if status == 429 else None, headers=headers, status=status
             )
             message = self._scrub(_server_message(data))
             if status == 429 and not _is_quota(data):
-                self._count(call, {"requests": 1, "rate_limited": 1})
+                await self._count(call, {"requests": 1, "rate_limited": 1})
                 limited += 1
                 if limited >= MAX_RATE_LIMITED:
                     raise LLMRateLimitError(
@@ -379,10 +390,11 @@ class StructuredLLM:
                     )
                 continue
             if status == 400 and "response_format" in body:
+                _advance(endpoint, mode)  # before any await: calls waiting to send see it
                 # Kept like an answer: a re-run in a new process falls back without asking.
-                self._count(call, {"requests": 1}, key, {_UNSUPPORTED: message})
+                await self._count(call, {"requests": 1}, key, {_UNSUPPORTED: message})
                 raise _Unsupported(message)
-            self._count(call, {"requests": 1})
+            await self._count(call, {"requests": 1})
             if status in (401, 403) or status == 429:
                 what = "has no quota left" if status == 429 else "refused the API key"
                 raise LLMAuthError(
@@ -399,12 +411,12 @@ class StructuredLLM:
     async def _backoff(self, call: Any, failures: int, what: str, counts: dict) -> None:
         if failures > self.max_retries:
             if counts:
-                self._count(call, counts)
+                await self._count(call, counts)
             raise LLMTransientError(
                 f"{self.base_url}: {what}, after {self.max_retries} retries",
                 retry_after=RETRY_MAX_DELAY,
             )
-        self._count(call, {**counts, "retries": 1})
+        await self._count(call, {**counts, "retries": 1})
         delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (failures - 1))
         await asyncio.sleep(delay * (0.5 + random.random()))
 
@@ -419,7 +431,7 @@ class StructuredLLM:
         key = self._target.api_key
         return text.replace(key, "***") if key else text
 
-    def _count(
+    async def _count(
         self, call: Any, counts: dict[str, Any], key: str | None = None, response: Any = None
     ) -> None:
         """Add to this object's, the job's (memory) and the stored job's counts; keep the
@@ -438,7 +450,7 @@ class StructuredLLM:
         if job.db_path is not None:
             from starfish.llm.cache import store_for
 
-            store_for(job.db_path).save(job.job_id, counts, key, response)
+            await store_for(job.db_path).save_soon(job.job_id, counts, key, response)
 
 
 def _restore(init: dict[str, Any]) -> StructuredLLM:
