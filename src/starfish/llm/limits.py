@@ -101,6 +101,14 @@ def retry_after(headers: Any) -> float:
     return max(known) if known else DEFAULT_PAUSE
 
 
+_LIMIT_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-tokens-limit",
+)
+
+
 class Bucket:
     """A smooth token bucket in `units` per second, holding at most `BURST_SECONDS` of them."""
 
@@ -274,6 +282,8 @@ class Limiter:
 
     def learn(self, headers: Any) -> None:
         """Take the limits the server states (only those the user did not set)."""
+        if not any(name in headers for name in _LIMIT_HEADERS):
+            return
         for kind, user in (("requests", self.user_rpm), ("tokens", self.user_tpm)):
             limit = _number(headers, f"x-ratelimit-limit-{kind}")
             remaining = _number(headers, f"x-ratelimit-remaining-{kind}")
