@@ -308,14 +308,15 @@ def main() -> None:
     lines += [f"| `{k}` | {v * 1000:.0f} ms |" for k, v in imports.items()]
     lines += [
         "",
-        "How to read it: the server runs in its own process, the client is one process, so at "
-        "concurrency 200 both are CPU-bound and wall time follows the client's CPU per call; "
-        "on this shared machine single runs vary by ±40 %, so compare the medians and the CPU "
-        "column. A job adds the scheduler and one SQLite transaction per loop turn for the "
-        "cached responses and counts (committed before `run()` returns). The rate-limit runs "
-        "keep 200 callers queued, so the last calls started before the deadline finish after "
-        "it: achieved = completed / wall. Not measured yet: starfish-core 0.1.3's "
-        "`StructuredLLM` (litellm) against the same server.",
+        "How to read it: the server runs in its own process and the client in this one, on a "
+        "2-core machine shared with other work, so the wall time of one run depends on what "
+        "else runs then (single runs vary by a factor of 2 or more): compare medians, and the "
+        "client's CPU per call, which is the steadier measure of our own cost. A job adds the "
+        "scheduler and one SQLite transaction per loop turn for the cached responses and counts "
+        "(committed before `run()` returns). The rate-limit runs keep 200 callers queued, so "
+        "the last calls started before the deadline finish after it: achieved = completed / "
+        "wall. Not measured yet: starfish-core 0.1.3's `StructuredLLM` (litellm) against the "
+        "same server.",
     ]
     table = "\n".join(lines)
     print(table)
