@@ -39,6 +39,7 @@ CHART = ROOT / "docs" / "benchmarks.png"
 RAW = BENCH / "out" / "results.json"
 OURS_PYTHON = Path(sys.executable)
 ANALYSIS_START = "<!-- analysis:start -->"
+LLM_START, LLM_END = "<!-- llm:start -->", "<!-- llm:end -->"
 ANALYSIS_END = "<!-- analysis:end -->"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -823,12 +824,15 @@ def write_doc(
     bench: Bench, rows: list[Row], info: dict[str, str], argv: list[str], chart: bool
 ) -> None:
     analysis = f"{ANALYSIS_START}\n_No analysis yet._\n{ANALYSIS_END}"
+    llm_block = None  # written by bench/bench_llm.py; kept as it is
     if DOC.exists():
         text = DOC.read_text()
         if ANALYSIS_START in text and ANALYSIS_END in text:
             analysis = text[
                 text.index(ANALYSIS_START) : text.index(ANALYSIS_END) + len(ANALYSIS_END)
             ]
+        if LLM_START in text and LLM_END in text:
+            llm_block = text[text.index(LLM_START) : text.index(LLM_END) + len(LLM_END)]
     ours_v = (bench.samples.get("import", {}).get("ours") or [{}])[0].get("version", "?")
     peer_v = (bench.samples.get("import", {}).get("peer") or [{}])[0].get("version", "?")
     misses = [r for r in rows if r.passed is False]
@@ -872,6 +876,8 @@ def write_doc(
             for lib, err in by_lib.items():
                 lines.append(f"- `{key}`, {lib}: {err[:400]}")
         lines.append("")
+    if llm_block:
+        lines += ["## The model layer (bench/bench_llm.py)", "", llm_block, ""]
     lines += ["## Analysis", "", analysis, "", "## Running it", ""]
     lines += [
         "`make bench` installs the `bench` extra (matplotlib) and runs `bench/run.py`, which",
