@@ -262,6 +262,8 @@ class OpenAIServer:
     async def _serve(self, ready: threading.Event, port: int) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._handle)
+        # Any path before /v1 too: tests put secrets in a base URL and check where they go.
+        app.router.add_post("/{prefix:.+}/v1/chat/completions", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)

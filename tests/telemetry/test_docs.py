@@ -12,6 +12,7 @@ from starfish.telemetry.schema import (
     ENVELOPE_FIELDS,
     EVENTS,
     JOB_EVENT,
+    LLM_COUNT_FIELDS,
     SDK_FIELDS,
     WIRE_FIELDS,
 )
@@ -33,9 +34,14 @@ def _documented() -> dict[str, str]:
 
 def _code_allow_list() -> set[str]:
     """Every field the sanitizers and the wire can emit, derived from the code's own lists."""
-    props = {f"properties.{k}" for k in EVENTS[JOB_EVENT] if k not in ("config", "count_summary")}
-    props |= {f"properties.config.{k}" for k in CONFIG_FIELDS}
-    props |= {f"properties.count_summary.{k}" for k in COUNT_FIELDS}
+    nested = {
+        "config": CONFIG_FIELDS,
+        "count_summary": COUNT_FIELDS,
+        "llm_summary": LLM_COUNT_FIELDS,
+    }
+    props = {f"properties.{k}" for k in EVENTS[JOB_EVENT] if k not in nested}
+    for name, fields in nested.items():
+        props |= {f"properties.{name}.{k}" for k in fields}
     props |= {f"properties.{k}" for k in (*CONTEXT_FIELDS, *SDK_FIELDS)}
     envelope = {k for k in ENVELOPE_FIELDS if k != "properties"}
     return props | envelope | {"api_key", "sent_at", "batch"}

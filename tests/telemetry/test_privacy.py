@@ -10,8 +10,10 @@ from __future__ import annotations
 import gzip
 import json
 import string
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +30,7 @@ from starfish.telemetry import (
 )
 from starfish.telemetry._deliver import _complete
 from starfish.telemetry.transport import send
+from tests.openai_server import OpenAIServer
 from tests.posthog_receiver import PostHogReceiver
 from tests.telemetry.conftest import app_dir, run_py
 
@@ -35,6 +38,10 @@ secrets = st.builds(
     lambda head, tail: f"Sx-{head}-{tail}",
     st.text(string.ascii_letters + string.digits, min_size=6, max_size=20),
     st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=20),
+)
+# An API key travels in an HTTP header, so it is printable ASCII.
+api_keys = st.text(string.ascii_letters + string.digits, min_size=8, max_size=24).map(
+    lambda s: f"Sx-key-{s}"
 )
 
 
@@ -105,6 +112,73 @@ def test_no_secret_byte_reaches_the_receiver(wire_receiver: PostHogReceiver, sec
         props = event["properties"]
         assert props["error_summary"] == {"ValueError": 1, "KeyError": 1, "TimeoutError": 1}
         assert props["num_inputs"] == 3 and props["config"] == {"max_concurrency": 4}
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[OpenAIServer]:
+    server = OpenAIServer().start()
+    yield server
+    server.stop()
+    from starfish.llm import cache, limits
+
+    limits.reset_limiters()
+    for store in cache._stores.values():
+        store.close()
+    cache._stores.clear()
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(secret=secrets, key=api_keys)
+def test_no_model_name_base_url_prompt_or_key_reaches_the_receiver(
+    wire_receiver: PostHogReceiver, model_server: OpenAIServer, secret: str, key: str
+) -> None:
+    """A real job calling two models (one by base_url=, one by the provider table's variable)
+    with the secret in their model names, base URLs, prompts and key: only counts and a
+    provider word leave the machine."""
+    from starfish import StructuredLLM, data_factory, telemetry
+
+    wire_receiver.requests.clear()
+    wire_receiver.raw_bodies.clear()
+    model_server.requests.clear()
+    base = f"http://127.0.0.1:{model_server.port}/{quote(secret, safe='')}/v1"
+    svc = AnalyticsService(AnalyticsConfig(api_key="phc_test", endpoint=wire_receiver.url))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(svc, "_signal", lambda: None)  # no background delivery: sent below
+        mp.setattr(telemetry, "capture_job_event", svc.capture_job)
+        mp.setenv("VLLM_BASE_URL", base)
+        by_table = StructuredLLM(
+            f"vllm/{secret}", prompt="About {{topic}}.", api_key=key, cache=False
+        )
+        by_url = StructuredLLM(
+            f"openai/{secret}", prompt="Again {{topic}}.", base_url=base, api_key=key, cache=False
+        )
+
+        @data_factory(show_progress=False, max_concurrency=2)
+        async def gen(topic: str) -> list[dict[str, Any]]:
+            await by_url.run(topic=topic)
+            return (await by_table.run(topic=topic)).data
+
+        records = gen.run(topic=[secret, secret + "2"])
+    # The secret really was in play: in the requests the model server got, and the outputs.
+    assert len(model_server.requests) == 4 and len(records) == 2
+    assert all(r["body"]["model"] == secret for r in model_server.requests)
+    assert all(r["headers"]["Authorization"] == f"Bearer {key}" for r in model_server.requests)
+    assert secret in records[0]["text"]
+
+    saved = app_dir() / outbox.OUTBOX_FILE
+    assert secret not in saved.read_text(encoding="utf-8")
+    events = [_complete(e, app_dir()) for e in outbox.read_outbox(app_dir())]
+    saved.unlink()
+    assert len(send(events, api_key="phc_test", endpoint=wire_receiver.url)) == 1
+    raw, text = _wire_text(wire_receiver)
+    for leak in (secret, key, quote(secret, safe=""), base, "About ", "Again "):
+        assert leak not in text
+        assert leak.encode() not in raw
+    (event,) = wire_receiver.events()
+    assert event["properties"]["llm_provider"] == "vllm"  # a tie: the table's row before other
+    assert event["properties"]["llm_summary"]["requests"] == 4
 
 
 def test_a_real_job_with_secret_inputs_and_error_messages_leaks_nothing(

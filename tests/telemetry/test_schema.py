@@ -8,6 +8,7 @@ import uuid
 from starfish.telemetry import JOB_EVENT, Event, TelemetryConfig, TelemetryData
 from starfish.telemetry.schema import (
     CONFIG_FIELDS,
+    LLM_PROVIDERS,
     MAX_ERROR_TYPES,
     clean_job,
     clean_properties,
@@ -107,3 +108,40 @@ def test_event_defaults_to_the_persisted_client_id() -> None:
     event = Event(name=JOB_EVENT, data={})
     assert event.client_id == str(TelemetryConfig.generate_client_id())
     assert TelemetryConfig.config_path().read_text().strip() == event.client_id
+
+
+def test_llm_fields_keep_counts_and_a_fixed_provider_word_only() -> None:
+    good = {"requests": 7, "cache_hits": 3, "prompt_tokens": 120, "completion_tokens": 0}
+    data = TelemetryData(job_id=JOB_ID, llm_summary=good, llm_provider="vllm")
+    props = clean_job(data)
+    assert props["llm_summary"] == good and props["llm_provider"] == "vllm"
+    assert clean_properties(JOB_EVENT, data.to_dict()) == props
+    bad = clean_properties(
+        JOB_EVENT,
+        {
+            "llm_summary": {
+                "requests": -1,
+                "cache_hits": True,
+                "prompt_tokens": 1.5,
+                "completion_tokens": "9",
+                "cost_usd": 3,
+                "model": 1,
+            },
+            "llm_provider": "openai/gpt-4o-mini",
+        },
+    )
+    assert bad == {"llm_summary": {}}
+    for word in ("OpenAI", "http://127.0.0.1:8000/v1", "azure", "", None, 3):
+        assert "llm_provider" not in clean_properties(JOB_EVENT, {"llm_provider": word})
+    assert "llm_summary" not in clean_properties(JOB_EVENT, {"llm_summary": "requests=3"})
+
+
+def test_a_job_that_called_no_model_sends_no_llm_fields() -> None:
+    props = clean_job(TelemetryData(job_id=JOB_ID))
+    assert "llm_summary" not in props and "llm_provider" not in props
+
+
+def test_llm_provider_words_are_the_provider_table_plus_other() -> None:
+    from starfish.llm.providers import PROVIDERS
+
+    assert (*PROVIDERS, "other") == LLM_PROVIDERS

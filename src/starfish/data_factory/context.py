@@ -18,6 +18,7 @@ class JobContext:
     job_id: str
     db_path: Path | None  # the job database (local storage); None for in-memory jobs
     llm: dict[str, Any] = field(default_factory=dict)  # counts the model layer adds
+    llm_families: dict[str, int] = field(default_factory=dict)  # calls per provider family
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,7 @@ async def _execute(
     writer.on_failure = lambda error: runner.stop("failed", _storage_reason(error))
     # The workers' tasks (and the progress timer) copy this context: the model layer finds the
     # job (cache, counts) here.
-    job_token = JOB.set(JobContext(job_id, getattr(storage, "path", None)))
+    job_token = JOB.set(context := JobContext(job_id, getattr(storage, "path", None)))
     reporter = None
     if options.show_progress and run_mode != "dry_run":
         from starfish.data_factory.progress import ProgressReporter
@@ -274,6 +274,7 @@ async def _execute(
             error_summary=runner.error_summary,
             execution_time=run_time,
             target_reached=counts["completed"] >= (options.target_count or n),
+            context=context,
         )
     if status != "completed" and storage_failure is None:
         logger.warning("starfish: job %s %s: %s", job_id, status, reason)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starfish import telemetry
+
+if TYPE_CHECKING:
+    from starfish.data_factory.context import JobContext
 
 logger = logging.getLogger("starfish")
 
@@ -18,6 +21,15 @@ logger = logging.getLogger("starfish")
 def platform_tag() -> str:
     """`python-3.11/linux`: the interpreter and OS family, no host or user names."""
     return f"python-{sys.version_info.major}.{sys.version_info.minor}/{sys.platform}"
+
+
+def llm_family(families: dict[str, int]) -> str | None:
+    """The provider family of a run's model calls: the one that made the most calls (requests
+    and cache hits); a tie goes to the earlier row of the provider table, `other` last."""
+    from starfish.telemetry.schema import LLM_PROVIDERS
+
+    used = [(-n, LLM_PROVIDERS.index(f)) for f, n in families.items() if f in LLM_PROVIDERS and n]
+    return LLM_PROVIDERS[min(used)[1]] if used else None
 
 
 def send_job_event(
@@ -30,15 +42,24 @@ def send_job_event(
     error_summary: dict[str, int],
     execution_time: float,
     target_reached: bool,
+    context: JobContext | None = None,
 ) -> None:
     """Build the event and hand it to telemetry; never lets telemetry break a job.
 
     `target_reached` is the original library's: the job's completed inputs (over all its runs)
-    reached `target_count`, or every input when `target_count` is 0.
+    reached `target_count`, or every input when `target_count` is 0. `context` carries the
+    model layer's counts of this run; only counts and a provider family are taken from it.
     """
     try:
         from starfish import __version__
-        from starfish.telemetry.schema import CONFIG_FIELDS, COUNT_FIELDS, TelemetryData
+        from starfish.telemetry.schema import (
+            CONFIG_FIELDS,
+            COUNT_FIELDS,
+            LLM_COUNT_FIELDS,
+            TelemetryData,
+        )
+
+        llm = context.llm if context is not None else None
 
         data = TelemetryData(
             job_id=job_id,
@@ -52,6 +73,8 @@ def send_job_event(
             count_summary={k: int(counts.get(k, 0)) for k in COUNT_FIELDS},
             error_summary={str(k): int(v) for k, v in error_summary.items()},
             executor=str(config.get("executor", "local")),
+            llm_summary={k: int(llm.get(k, 0)) for k in LLM_COUNT_FIELDS} if llm else None,
+            llm_provider=llm_family(context.llm_families) if context is not None else None,
         )
         telemetry.capture_job_event(data)
     except Exception as exc:  # telemetry must never fail a job

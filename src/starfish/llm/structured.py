@@ -178,6 +178,8 @@ class StructuredLLM:
         self._target = resolve(model_name, base_url, api_key)
         self.base_url = self._target.base_url
         self.provider = self._target.family
+        # For telemetry: the table row, unless `base_url=` sends the calls somewhere else.
+        self._family = "other" if base_url else self._target.family
         self._prompt = Prompt(prompt)
         self._schema = OutputSchema(output_schema) if output_schema is not None else None
         self._price = price_for(model_name, self._target.family, price)
@@ -452,6 +454,9 @@ class StructuredLLM:
                 return
         for name, value in counts.items():
             job.llm[name] = job.llm.get(name, 0) + value
+        calls = counts.get("requests", 0) + counts.get("cache_hits", 0)
+        if calls:
+            job.llm_families[self._family] = job.llm_families.get(self._family, 0) + calls
         if job.db_path is not None:
             from starfish.llm.cache import store_for
 

@@ -27,6 +27,22 @@ CONFIG_FIELDS = (
 COUNT_FIELDS = ("completed", "failed", "filtered", "duplicate")
 EXECUTORS = ("local", "ray")  # where a job's calls ran: a fixed word, never a host or address
 
+# The model layer's counts of one run, and its provider family: a row of the provider table
+# (starfish/llm/providers.py, same order; a test compares) or `other`, never a model or URL.
+LLM_COUNT_FIELDS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens")
+LLM_PROVIDERS = (
+    "openai",
+    "ollama",
+    "vllm",
+    "openrouter",
+    "together",
+    "groq",
+    "deepseek",
+    "gemini",
+    "anthropic",
+    "other",
+)
+
 # Added to every event by the service: the environment, never the user or the host.
 CONTEXT_FIELDS = ("python_version", "os", "is_ci")
 
@@ -64,6 +80,8 @@ class TelemetryData:
     count_summary: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_FIELDS, 0))
     error_summary: dict[str, int] = field(default_factory=dict)
     executor: str = "local"
+    llm_summary: dict[str, int] | None = None  # None: the job called no model
+    llm_provider: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +184,16 @@ def _counts(value: object) -> dict[str, int] | None:
     return {k: value[k] for k in COUNT_FIELDS if k in value and _count(value[k]) is not None}
 
 
+def _llm_counts(value: object) -> dict[str, int] | None:
+    if not _is_mapping(value):
+        return None
+    return {k: value[k] for k in LLM_COUNT_FIELDS if k in value and _count(value[k]) is not None}
+
+
+def _llm_provider(value: object) -> str | None:
+    return value if type(value) is str and value in LLM_PROVIDERS else None
+
+
 _type_name = _matching(_TYPE_NAME)
 
 
@@ -192,6 +220,8 @@ JOB_FIELDS: dict[str, Callable[[object], Any]] = {
     "count_summary": _counts,
     "error_summary": _errors,
     "executor": lambda value: value if value in EXECUTORS else None,
+    "llm_summary": _llm_counts,
+    "llm_provider": _llm_provider,
 }
 
 # Every event name that may be sent, and the fields its properties may carry. A new event type
@@ -254,6 +284,19 @@ WIRE_FIELDS: dict[str, tuple[str, str]] = {
         f"properties.count_summary.{name}": ("int", f"Number of {name} records.")
         for name in COUNT_FIELDS
     },
+    "properties.llm_summary.requests": (
+        "int",
+        "Model requests sent in this run (HTTP requests, retries and re-asks included); "
+        "`llm_summary` is sent only by a job that called a model.",
+    ),
+    "properties.llm_summary.cache_hits": ("int", "Model calls answered from the cache."),
+    "properties.llm_summary.prompt_tokens": ("int", "Prompt tokens the server reported."),
+    "properties.llm_summary.completion_tokens": ("int", "Completion tokens the server reported."),
+    "properties.llm_provider": (
+        "string",
+        "Provider family of the model calls: a row of the provider table "
+        "(`openai`, `ollama`, `vllm`, ...) or `other`; never a model name or URL.",
+    ),
     "properties.error_summary": (
         "object: string -> int",
         "Exception type names (e.g. `TimeoutError`, or your own class names) to counts; "
