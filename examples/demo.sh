@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end, on an embedded generator with no key and no network.
 #
-# Runs examples/qa_pairs.py over examples/topics.jsonl, shows the stored job, exports its
+# Runs examples/qa_pairs.py over examples/topics.jsonl (QA_PAIRS_MODEL=embedded: never a model,
+# even with a key in your environment or a local Ollama running), shows the stored job, exports its
 # records to JSONL, and shows the telemetry event that would have been sent. Telemetry is
 # `local`: events go to a log on this machine and no host is contacted. Everything the demo
 # stores lives in .demo/ (gitignored; STARFISH_DEMO_DIR overrides), so your own jobs are left alone.
@@ -22,6 +23,7 @@ rm -rf "$DEMO_DIR"
 mkdir -p "$DEMO_DIR"
 export STARFISH_LOCAL_STORAGE_DIR="$DEMO_DIR/appdata"
 export TELEMETRY_ENABLED=local
+export QA_PAIRS_MODEL=embedded
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 

@@ -1,10 +1,15 @@
 """Question–answer pairs from a list of topics: the example `make demo` runs.
 
-With no configuration it uses an embedded generator: answer templates and a random delay of
-20–120 ms per call standing in for a model's latency, so it runs anywhere with no key and no
-network. When `OPENAI_BASE_URL` and `OPENAI_API_KEY` are set, the same function asks that
-OpenAI-compatible `/chat/completions` endpoint instead (model: `OPENAI_MODEL`, default
-`gpt-4o-mini`).
+It asks a model through `StructuredLLM` when one is reachable, and otherwise uses an embedded
+generator (answer templates and a random 20–120 ms delay standing in for a model's latency),
+saying which in one line on stderr. A model is reachable when:
+
+- `QA_PAIRS_MODEL` names one (`provider/model`, e.g. `groq/llama-3.1-8b-instant`); the value
+  `embedded` forces the embedded generator (`make demo` sets it, so it never calls a model);
+- else `OPENAI_API_KEY` is set: `openai/gpt-4o-mini` (`OPENAI_BASE_URL` is honoured);
+- else a local Ollama or vLLM server answers on loopback (`OLLAMA_BASE_URL`, `VLLM_BASE_URL`,
+  or their defaults localhost:11434 and localhost:8000): its first listed model. Only loopback
+  addresses are probed, with a short TCP connect, so this costs nothing when none runs.
 
 Two hooks show what a generator's output goes through: answers under `MIN_ANSWER_WORDS` words
 are marked `"filtered"`, and a question already produced (tracked in the job's shared state)
@@ -16,17 +21,30 @@ is marked `"duplicate"`. Either way the data factory tries that topic again.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import random
+import socket
+import sys
+import urllib.request
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from starfish import data_factory
 
 MIN_ANSWER_WORDS = 8
-DEFAULT_MODEL = "gpt-4o-mini"
+OPENAI_MODEL = "openai/gpt-4o-mini"
+# Local servers probed when no model is named and no key is set: (provider, variable, default).
+LOCAL_SERVERS = (
+    ("ollama", "OLLAMA_BASE_URL", "http://localhost:11434/v1"),
+    ("vllm", "VLLM_BASE_URL", "http://localhost:8000/v1"),
+)
+PROMPT = "Write one {{style}} question about {{topic}} and its answer."
+OUTPUT_SCHEMA = [
+    {"name": "question", "type": "str"},
+    {"name": "answer", "type": "str", "description": f"at least {MIN_ANSWER_WORDS} words"},
+]
 
 QUESTIONS = (
     "What is {topic}?",
@@ -54,6 +72,61 @@ ANSWERS = (
     "worked, measured more carefully, and replaced the parts that failed to predict results.",
     "It depends.",
 )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_model(base_url: str) -> str | None:
+    """The first model a loopback server lists, or None if nothing answers there."""
+    parts = urlsplit(base_url)
+    if not parts.hostname or not _is_loopback(parts.hostname):
+        return None  # never probe another machine: name it in QA_PAIRS_MODEL instead
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=0.2).close()
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no HTTP_PROXY
+        with direct.open(base_url.rstrip("/") + "/models", timeout=2) as response:
+            models = json.load(response).get("data") or []
+        return str(models[0]["id"]) if models else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def choose_model() -> tuple[str | None, str]:
+    """(model name or None for the embedded generator, why): decided once, at import."""
+    named = os.environ.get("QA_PAIRS_MODEL", "").strip()
+    if named == "embedded":
+        return None, "QA_PAIRS_MODEL=embedded"
+    if named:
+        return named, "QA_PAIRS_MODEL"
+    if os.environ.get("OPENAI_API_KEY"):
+        return OPENAI_MODEL, "OPENAI_API_KEY is set"
+    for provider, variable, default in LOCAL_SERVERS:
+        base_url = os.environ.get(variable) or default
+        model = _local_model(base_url)
+        if model:
+            return f"{provider}/{model}", f"a local {provider} server answers at {base_url}"
+    return None, "no QA_PAIRS_MODEL, no OPENAI_API_KEY, no local Ollama or vLLM"
+
+
+MODEL, WHY = choose_model()
+if MODEL is None:
+    print(f"qa_pairs: using the embedded generator ({WHY})", file=sys.stderr)
+    LLM = None
+else:
+    from starfish import StructuredLLM
+
+    print(f"qa_pairs: using the model {MODEL} ({WHY})", file=sys.stderr)
+    LLM = StructuredLLM(
+        MODEL, prompt=PROMPT, output_schema=OUTPUT_SCHEMA, model_kwargs={"temperature": 0.8}
+    )
 
 
 def _records(output: Any) -> list[dict[str, Any]]:
@@ -88,16 +161,11 @@ def drop_duplicate_questions(output: Any, state: Any) -> str | None:
     on_record_complete=[filter_short_answers, drop_duplicate_questions],
 )
 async def qa_pairs(topic: str, style: str = "concise") -> list[dict[str, Any]]:
-    """One question–answer pair about `topic`: embedded, or from the configured endpoint."""
-    base_url = os.environ.get("OPENAI_BASE_URL")
-    api_key = os.environ.get("OPENAI_API_KEY")
-    if base_url and api_key:
-        pair = await _ask_llm(topic, style, base_url, api_key)
-        source = "llm"
-    else:
-        pair = await _embedded(topic)
-        source = "embedded"
-    return [{"topic": topic, **pair, "source": source}]
+    """One question–answer pair about `topic`: from the model, or embedded."""
+    if LLM is None:
+        return [{"topic": topic, **await _embedded(topic), "source": "embedded"}]
+    response = await LLM.run(topic=topic, style=style)
+    return [{"topic": topic, **pair, "source": "llm"} for pair in response.data]
 
 
 async def _embedded(topic: str) -> dict[str, str]:
@@ -105,33 +173,3 @@ async def _embedded(topic: str) -> dict[str, str]:
     question = random.choice(QUESTIONS).format(topic=topic)
     answer = random.choice(ANSWERS).format(topic=topic, Topic=topic[:1].upper() + topic[1:])
     return {"question": question, "answer": answer}
-
-
-async def _ask_llm(topic: str, style: str, base_url: str, api_key: str) -> dict[str, str]:
-    prompt = (
-        f"Write one {style} question about {topic} and its answer. Reply with JSON only: "
-        '{"question": "...", "answer": "..."}'
-    )
-    async with httpx.AsyncClient(timeout=30) as client:
-        response = await client.post(
-            base_url.rstrip("/") + "/chat/completions",
-            headers={"Authorization": f"Bearer {api_key}"},
-            json={
-                "model": os.environ.get("OPENAI_MODEL", DEFAULT_MODEL),
-                "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0.8,
-            },
-        )
-        response.raise_for_status()
-    content = response.json()["choices"][0]["message"]["content"]
-    return _parse_pair(content, topic)
-
-
-def _parse_pair(content: str, topic: str) -> dict[str, str]:
-    """The model's JSON reply, or its whole text as the answer when it ignored the format."""
-    text = content.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
-    try:
-        data = json.loads(text)
-        return {"question": str(data["question"]), "answer": str(data["answer"])}
-    except (ValueError, KeyError, TypeError):
-        return {"question": f"What is {topic}?", "answer": content.strip()}

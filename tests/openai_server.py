@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 SCHEMA_MARKER = "JSON schema:\n"
+MODEL_ID = "loopback-model"  # the one model `GET /v1/models` lists
 
 
 class Bucket:
@@ -258,12 +259,16 @@ class OpenAIServer:
         self.answered_at.append(time.monotonic())
         return web.json_response(answer, headers=headers)
 
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": MODEL_ID, "object": "model"}]})
+
     # lifecycle -----------------------------------------------------------------------------
     async def _serve(self, ready: threading.Event, port: int) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._handle)
         # Any path before /v1 too: tests put secrets in a base URL and check where they go.
         app.router.add_post("/{prefix:.+}/v1/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)

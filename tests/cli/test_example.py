@@ -1,20 +1,31 @@
-"""The bundled qa_pairs example: embedded by default, an OpenAI-compatible endpoint when set."""
+"""The bundled qa_pairs example: a model through StructuredLLM when one is reachable, else the
+embedded generator, saying which in one line. The model is the loopback OpenAI server."""
 
 from __future__ import annotations
 
 import json
-import threading
+import re
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.conftest import REPO, Cli, run_job
+from tests.cli.conftest import REPO, Cli
+from tests.conftest import DEAD_LOOPBACK
+from tests.openai_server import MODEL_ID, OpenAIServer
 
 EXAMPLE = str(REPO / "examples" / "qa_pairs.py") + ":qa_pairs"
 TOPICS = ["tides", "volcanoes", "prime numbers", "entropy", "tides", "compilers"]
+# Nothing configured, and the local servers' addresses point at a closed loopback port.
+NO_MODEL = {
+    "QA_PAIRS_MODEL": "",
+    "OPENAI_API_KEY": "",
+    "OPENAI_BASE_URL": "",
+    "OLLAMA_BASE_URL": DEAD_LOOPBACK + "/v1",
+    "VLLM_BASE_URL": DEAD_LOOPBACK + "/v1",
+}
+KEY = "sk-example-test-0123456789"
 
 
 def _topics_file(workdir: Path) -> Path:
@@ -27,15 +38,30 @@ def _records(workdir: Path, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (workdir / name).read_text().splitlines()]
 
 
+def _run(cli: Cli, env: dict[str, str]) -> tuple[dict[str, Any], str]:
+    result = cli(
+        "run", EXAMPLE, "-i", "topics.jsonl", "-o", "qa.jsonl", "--json", "--no-progress", env=env
+    )
+    assert result.code == 0, result
+    return result.json(), result.err
+
+
 def test_bundled_topics_file_is_a_few_hundred_inputs() -> None:
     rows = (REPO / "examples" / "topics.jsonl").read_text().splitlines()
     assert 200 <= len(rows) <= 500
     assert all(set(json.loads(row)) == {"topic"} for row in rows)
 
 
-def test_embedded_generator_with_its_hooks(cli: Cli, workdir: Path) -> None:
+def test_no_model_reachable_uses_the_embedded_generator_with_its_hooks(
+    cli: Cli, workdir: Path
+) -> None:
     _topics_file(workdir)
-    job = run_job(cli, EXAMPLE, "-i", "topics.jsonl", "-o", "qa.jsonl")
+    job, err = _run(cli, NO_MODEL)
+    lines = [line for line in err.splitlines() if line.startswith("qa_pairs:")]
+    assert lines == [
+        "qa_pairs: using the embedded generator "
+        "(no QA_PAIRS_MODEL, no OPENAI_API_KEY, no local Ollama or vLLM)"
+    ]
     records = _records(workdir, "qa.jsonl")
     assert job["counts"]["completed"] == len(records) > 0
     assert {r["source"] for r in records} == {"embedded"}
@@ -45,83 +71,59 @@ def test_embedded_generator_with_its_hooks(cli: Cli, workdir: Path) -> None:
     assert len(questions) == len(set(questions)), "duplicate hook let a repeat by"
 
 
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    requests: list[dict[str, Any]]
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append(
-            {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
-        )
-        prompt = body["messages"][-1]["content"]
-        n = len(self.requests)
-        reply = {
-            "question": f"Fake question {n}: {prompt[:40]}",
-            "answer": f"A fake but sufficiently long answer number {n} from the loopback server.",
-        }
-        payload = json.dumps(
-            {
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": json.dumps(reply)}}
-                ]
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def fake_openai() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    requests: list[dict[str, Any]] = []
-    handler = type("Handler", (_FakeOpenAI,), {"requests": requests})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests
-    server.shutdown()
-    server.server_close()
+def model_server() -> Iterator[OpenAIServer]:
+    """A loopback OpenAI server answering each prompt with a distinct, long enough pair."""
+    asked: list[str] = []
+
+    def reply(body: dict[str, Any]) -> str:
+        prompt = body["messages"][-1]["content"]
+        topic = re.search(r"question about (.+?) and its answer", prompt).group(1)
+        asked.append(topic)
+        pair = {
+            "question": f"Loopback question {len(asked)} about {topic}?",
+            "answer": f"A loopback answer about {topic}, long enough to pass the filter hook.",
+        }
+        return json.dumps({"records": [pair]})
+
+    server = OpenAIServer(reply=reply).start()
+    yield server
+    server.stop()
 
 
-def test_llm_path_calls_the_configured_endpoint(
-    cli: Cli, workdir: Path, fake_openai: tuple[str, list[dict[str, Any]]]
-) -> None:
-    base_url, requests = fake_openai
-    _topics_file(workdir)
-    env = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": "fake-1"}
-    result = cli("run", EXAMPLE, "-i", "topics.jsonl", "-o", "qa.jsonl", "--no-progress", env=env)
-    assert result.code == 0, result
+def _check_model_records(workdir: Path, server: OpenAIServer) -> None:
     records = _records(workdir, "qa.jsonl")
-    assert len(records) == len(TOPICS)
+    assert sorted(r["topic"] for r in records) == sorted(TOPICS)
     assert {r["source"] for r in records} == {"llm"}
-    assert [r["topic"] for r in records] == TOPICS
-    assert all(r["answer"].startswith("A fake but sufficiently long answer") for r in records)
-    assert len(requests) == len(TOPICS)
-    assert {r["path"] for r in requests} == {"/v1/chat/completions"}
-    assert {r["auth"] for r in requests} == {"Bearer sk-test"}
-    assert {r["body"]["model"] for r in requests} == {"fake-1"}
-    prompts = [r["body"]["messages"][-1]["content"] for r in requests]
-    asked = sorted(p.split(" about ", 1)[1].split(" and its answer", 1)[0] for p in prompts)
-    assert asked == sorted(TOPICS)
+    assert all(r["answer"].startswith(f"A loopback answer about {r['topic']}") for r in records)
+    assert len(server.requests) == len(TOPICS)
+    prompts = [r["body"]["messages"][-1]["content"] for r in server.requests]
+    asked = [re.search(r"concise question about (.+?) and", p).group(1) for p in prompts]
+    assert sorted(asked) == sorted(TOPICS)
 
 
-def test_llm_reply_that_is_not_json_becomes_the_answer() -> None:
-    import importlib.util
+def test_a_key_makes_it_ask_the_model(cli: Cli, workdir: Path, model_server: OpenAIServer) -> None:
+    _topics_file(workdir)
+    env = {**NO_MODEL, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": model_server.url}
+    job, err = _run(cli, env)
+    assert "qa_pairs: using the model openai/gpt-4o-mini (OPENAI_API_KEY is set)" in err
+    assert job["counts"]["completed"] == len(TOPICS)
+    _check_model_records(workdir, model_server)
+    assert {r["body"]["model"] for r in model_server.requests} == {"gpt-4o-mini"}
+    assert {r["headers"]["Authorization"] for r in model_server.requests} == {f"Bearer {KEY}"}
+    assert KEY not in err
 
-    spec = importlib.util.spec_from_file_location("qa_pairs_example", REPO / "examples/qa_pairs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module._parse_pair('```json\n{"question": "Q?", "answer": "A."}\n```', "x") == {
-        "question": "Q?",
-        "answer": "A.",
-    }
-    assert module._parse_pair("Just prose.", "tides") == {
-        "question": "What is tides?",
-        "answer": "Just prose.",
-    }
+
+def test_a_local_server_makes_it_ask_that_servers_model(
+    cli: Cli, workdir: Path, model_server: OpenAIServer
+) -> None:
+    _topics_file(workdir)
+    job, err = _run(cli, {**NO_MODEL, "VLLM_BASE_URL": model_server.url})
+    assert (
+        f"qa_pairs: using the model vllm/{MODEL_ID} "
+        f"(a local vllm server answers at {model_server.url})"
+    ) in err
+    assert job["counts"]["completed"] == len(TOPICS)
+    _check_model_records(workdir, model_server)
+    assert {r["body"]["model"] for r in model_server.requests} == {MODEL_ID}
+    assert all("Authorization" not in r["headers"] for r in model_server.requests)
