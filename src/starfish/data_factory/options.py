@@ -37,6 +37,7 @@ class Options:
     job_run_stop_threshold: int = 3
     rate_limit: str | None = None
     executor: str = "local"
+    budget_usd: float | None = None
 
     @classmethod
     def create(cls, options: Mapping[str, Any] | None = None) -> Options:
@@ -113,6 +114,14 @@ class Options:
                 raise OptionsError(
                     "executor='ray' needs Ray, which is not installed: pip install 'starfish[ray]'."
                 )
+        budget = self.budget_usd
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0
+        ):
+            raise OptionsError(
+                f"budget_usd must be a number of US dollars > 0 (the job stops once its model "
+                f"calls cost that much), or None for no budget, got {budget!r}."
+            )
         if self.rate_limit is not None:
             from starfish.data_factory.gates import parse_rate
 
