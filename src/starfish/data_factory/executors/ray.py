@@ -71,39 +71,71 @@ class _Worker:
         self, items: list[tuple[int, int, dict[str, Any]]]
     ) -> AsyncIterator[list[tuple[int, bool, Any]]]:
         """Outcomes stream back as they finish, as `(position, ok, value)`: one slow item must
-        not hold the others of its batch past their deadlines."""
-        tasks = [asyncio.ensure_future(self._one(kwargs)) for _, _, kwargs in items]
-        position = {task: pos for pos, task in enumerate(tasks)}
-        pending = set(tasks)
+        not hold the others of its batch past their deadlines.
+
+        The items of a batch start together, so one timer serves them all (not a
+        `wait_for` task per item), and each finished item lands in one list that the loop
+        drains: no per-item bookkeeping in `asyncio.wait`.
+        """
+        loop = asyncio.get_running_loop()
+        finished: list[tuple[int, bool, Any]] = []
+        expired: list[bool] = []
+        ready = asyncio.Event()
+        tasks = [
+            loop.create_task(self._one(pos, kwargs, finished, expired, ready))
+            for pos, (_, _, kwargs) in enumerate(items)
+        ]
+        timer = None
+        if self.timeout is not None:
+            timer = loop.call_later(self.timeout, _expire, tasks, expired)
+        sent = 0
         try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if pending:  # calls that end together go back together
+            while sent < len(tasks):
+                await ready.wait()
+                if len(finished) < len(tasks):  # calls that end together go back together
                     await asyncio.sleep(COALESCE)
-                    done |= {task for task in pending if task.done()}
-                    pending -= done
-                yield [(position[task], *task.result()) for task in done]
+                ready.clear()
+                chunk, finished[:] = finished[:], []
+                sent += len(chunk)
+                yield chunk
         finally:
-            for task in pending:
+            if timer is not None:
+                timer.cancel()
+            for task in tasks:
                 task.cancel()
 
-    async def _one(self, kwargs: dict[str, Any]) -> tuple[bool, Any]:
+    async def _one(
+        self,
+        pos: int,
+        kwargs: dict[str, Any],
+        finished: list[tuple[int, bool, Any]],
+        expired: list[bool],
+        ready: asyncio.Event,
+    ) -> None:
         try:
-            call = self.func(**kwargs)
-            if self.timeout is not None:
-                call = asyncio.wait_for(call, self.timeout)
-            return True, await call
+            outcome: tuple[int, bool, Any] = (pos, True, await self.func(**kwargs))
         except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the batch itself was cancelled
-            return False, _portable(exc)
+            if expired:
+                outcome = (pos, False, TimeoutError(f"took longer than {self.timeout}s"))
+            else:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the batch itself was cancelled
+                outcome = (pos, False, _portable(exc))  # raised by the function itself
         except Exception as exc:
-            return False, _portable(exc)
+            outcome = (pos, False, _portable(exc))
+        finished.append(outcome)
+        ready.set()
 
     async def ready(self) -> int:
         """Answered once the actor's loop runs: the first call pays no start-up."""
         return os.getpid()
+
+
+def _expire(tasks: list[asyncio.Task[None]], expired: list[bool]) -> None:
+    expired.append(True)
+    for task in tasks:
+        task.cancel()  # the finished ones ignore it
 
 
 def _portable(exc: BaseException) -> Any:
