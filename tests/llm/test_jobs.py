@@ -373,3 +373,81 @@ def test_the_progress_line_shows_the_model_counts(make_server, tmp_path):
     assert found, lines[-1]
     completed, requests = int(found.group(1)), int(found.group(2))
     assert completed + 1 <= requests <= 13  # the 429 is a request too
+
+
+def test_budget_usd_stops_the_job_once_its_model_calls_cost_that_much(server):
+    # 10 prompt + 20 completion tokens per call (the server's usage) at $1,000/M each: 3 ¢
+    llm = StructuredLLM(
+        "m", prompt=PROMPT, output_schema=QA, base_url=server.url, api_key=KEY, price=(1000, 1000)
+    )
+    gen = make_job(llm, max_concurrency=1, budget_usd=0.10)
+    records = gen.run(topic=[f"t{i}" for i in range(50)])
+    from starfish.jobs import load_job
+
+    info = load_job(gen.job_id)
+    spent = read_counts(db_path(), gen.job_id)["cost_usd"]
+    assert info.status == "stopped"
+    assert info.stop_reason.startswith("budget_usd=0.1 reached")
+    assert 0.10 <= spent < 0.10 + 2 * spent / len(server.requests)  # at most one call past
+    assert len(records) == info.counts["completed"] < 50
+    assert len(server.requests) < 50
+
+    # a resume counts what earlier runs spent: the budget is already used up
+    before = len(server.requests)
+    from starfish.data_factory import resume_from_checkpoint
+
+    resume_from_checkpoint(gen.job_id)
+    assert len(server.requests) <= before + 1
+    assert load_job(gen.job_id).status == "stopped"
+
+
+def test_a_rejected_key_stops_the_job_at_once(server):
+    server.script({"status": 401, "error": f"Incorrect API key provided: {KEY}"})
+    llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url, api_key=KEY)
+    gen = make_job(llm, max_concurrency=1)
+    import pytest
+
+    from starfish.llm import LLMAuthError
+
+    with pytest.raises(LLMAuthError):
+        gen.run(topic=[f"t{i}" for i in range(30)])
+    from starfish.jobs import load_job
+
+    info = load_job(gen.job_id)
+    assert info.status == "failed" and info.stop_reason.startswith("fatal error: LLMAuthError")
+    assert len(server.requests) == 1  # no retry, no further input
+    assert KEY not in info.stop_reason
+    assert gen.get_index_dead_queue() == []  # resumable once the key is fixed
+
+
+def test_a_turn_waited_in_the_rate_limiter_does_not_count_against_the_timeout(server):
+    # 60 requests/min is one a second; six inputs at once wait up to ~5 s for their turn,
+    # far past task_runner_timeout=1.5, but each call itself takes milliseconds.
+    llm = StructuredLLM(
+        "m", prompt=PROMPT, output_schema=QA, base_url=server.url, api_key=KEY, rpm=60
+    )
+    gen = make_job(llm, max_concurrency=6, task_runner_timeout=1.5)
+    records = gen.run(topic=[f"t{i}" for i in range(6)])
+    from starfish.jobs import load_job
+
+    info = load_job(gen.job_id)
+    assert len(records) == 6
+    assert info.counts["failed"] == 0 and info.error_summary == {}
+    assert len(server.requests) == 6
+
+
+def test_a_call_that_overruns_after_its_turn_still_times_out(make_server):
+    server = make_server(latency=3.0)
+    llm = StructuredLLM(
+        "m", prompt=PROMPT, output_schema=QA, base_url=server.url, api_key=KEY, rpm=600
+    )
+    gen = make_job(llm, max_concurrency=2, task_runner_timeout=0.5, dead_queue_threshold=1)
+    import pytest
+
+    from starfish import OutputError
+
+    with pytest.raises(OutputError):
+        gen.run(topic=["a", "b"])
+    from starfish.jobs import load_job
+
+    assert load_job(gen.job_id).error_summary == {"TimeoutError": 2}

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from starfish.cli._output import fail
+from starfish.cli.run import input_option
 
 
 def generate(
@@ -25,14 +26,7 @@ def generate(
         ),
     ],
     input_file: Annotated[
-        Path,
-        typer.Option(
-            "--input",
-            "-i",
-            metavar="FILE",
-            help="Rows: .jsonl, .csv or .parquet; one model call per row.",
-            show_default=False,
-        ),
+        Path, input_option("Rows: .jsonl, .csv or .parquet; one model call per row.")
     ],
     output: Annotated[
         Path | None,

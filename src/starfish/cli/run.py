@@ -24,6 +24,11 @@ from starfish.cli._target import TargetError, load_target
 from starfish.errors import JobTerminated
 
 
+def input_option(help: str) -> Any:
+    """`--input/-i FILE`, as `run` and `generate` take it."""
+    return typer.Option("--input", "-i", metavar="FILE", help=help, show_default=False)
+
+
 def run(
     target: Annotated[
         str,
@@ -36,13 +41,7 @@ def run(
     ],
     input_file: Annotated[
         Path,
-        typer.Option(
-            "--input",
-            "-i",
-            metavar="FILE",
-            help="Rows to run over: .jsonl, .csv or .parquet. Each column is a parameter.",
-            show_default=False,
-        ),
+        input_option("Rows to run over: .jsonl, .csv or .parquet. Each column is a parameter."),
     ],
     param: Annotated[
         list[str] | None,

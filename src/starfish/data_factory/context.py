@@ -7,6 +7,7 @@ worker's own task, and filled in by the runner before each call of the user's fu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,26 @@ class JobContext:
     job_id: str
     db_path: Path | None  # the job database (local storage); None for in-memory jobs
     llm: dict[str, Any] = field(default_factory=dict)  # counts the model layer adds
+    llm_before: dict[str, Any] = field(default_factory=dict)  # ... in earlier runs of the job
     llm_families: dict[str, int] = field(default_factory=dict)  # calls per provider family
+
+    def spent_usd(self) -> float:
+        """What the job's model calls have cost so far, over all its runs (unknown prices: 0)."""
+        now = self.llm.get("cost_usd") or 0.0
+        return float(now + (self.llm_before.get("cost_usd") or 0.0))
+
+
+StoredCounts = Callable[[Path, str], "dict[str, Any] | None"]
+STORED_COUNTS: list[StoredCounts] = []
+"""Readers of a job's stored model-layer counts, registered by the model layer when it is
+imported (the factory never imports it): a resumed job's budget counts earlier runs too."""
+
+
+def load_counts_before(job: JobContext) -> None:
+    if job.db_path is None:
+        return
+    for read in STORED_COUNTS:
+        job.llm_before.update(read(job.db_path, job.job_id) or {})
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,7 @@ class CallContext:
     index: int
     attempt: int
     seen: dict[Any, int]  # per attempt: how often each request was made (for the model layer)
+    clock: Any = None  # pause()/resume() the call's task_runner_timeout (None: no timeout)
 
     def occurrence(self, key: Any) -> int:
         """0 for the first time this attempt makes request `key`, 1 for the second, ..."""
@@ -37,9 +58,9 @@ class CallContext:
 
 JOB: ContextVar[JobContext | None] = ContextVar("starfish_job", default=None)
 CALL: ContextVar[list | None] = ContextVar("starfish_call", default=None)
-"""`[index, attempt, seen]` of the worker's current call: one list per worker, set once in its
-task and overwritten per attempt (cheaper than a contextvar set per call); `seen` is None
-until the model layer needs it."""
+"""`[index, attempt, seen, clock]` of the worker's current call: one list per worker, set once
+in its task and overwritten per attempt (cheaper than a contextvar set per call); `seen` is
+None until the model layer needs it, `clock` is the worker's deadline (None: no timeout)."""
 
 
 def current_job() -> JobContext | None:
@@ -54,4 +75,4 @@ def current_call() -> CallContext | None:
         return None
     if call[2] is None:
         call[2] = {}
-    return CallContext(job, call[0], call[1], call[2])
+    return CallContext(job, call[0], call[1], call[2], call[3])

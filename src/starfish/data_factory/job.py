@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starfish.data_factory import call_spec
-from starfish.data_factory.context import JOB, JobContext
+from starfish.data_factory.context import JOB, JobContext, load_counts_before
 from starfish.data_factory.executors import make_executor
 from starfish.data_factory.gates import Gate, RateLimit
 from starfish.data_factory.inputs import InputSpec, RowStream, function_name
 from starfish.data_factory.options import Options, hook_list
-from starfish.data_factory.rules import default_rules
+from starfish.data_factory.rules import Budget, default_rules
 from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage import Storage, open_storage
@@ -171,6 +171,12 @@ async def _execute(
         on_start(job_id, state, storage, inputs)
 
     writer = storage.open_writer(job_id, options.batch_size)
+    # The model layer finds the job (cache, counts) here; the workers' tasks (and the progress
+    # timer) copy this context.
+    job_context = JobContext(job_id, getattr(storage, "path", None))
+    if resume_id is not None and options.budget_usd is not None:
+        load_counts_before(job_context)
+    budget = Budget(options.budget_usd, job_context.spent_usd) if options.budget_usd else None
     target = options.target_count
     runner = Runner(
         executor=make_executor(
@@ -189,6 +195,7 @@ async def _execute(
             dead_queue_threshold=options.dead_queue_threshold,
             job_run_stop_threshold=options.job_run_stop_threshold,
             target_remaining=max(target - base_kept, 0) if target else None,
+            budget=budget,
         ),
         on_complete=hook_list(options.on_record_complete),
         on_error=hook_list(options.on_record_error),
@@ -197,9 +204,7 @@ async def _execute(
     )
     # A failed write stops the job at once: no new call starts (the writer stores no more).
     writer.on_failure = lambda error: runner.stop("failed", _storage_reason(error))
-    # The workers' tasks (and the progress timer) copy this context: the model layer finds the
-    # job (cache, counts) here.
-    job_token = JOB.set(context := JobContext(job_id, getattr(storage, "path", None)))
+    job_token = JOB.set(job_context)
     reporter = None
     if options.show_progress and run_mode != "dry_run":
         from starfish.data_factory.progress import ProgressReporter
@@ -274,7 +279,7 @@ async def _execute(
             error_summary=runner.error_summary,
             execution_time=run_time,
             target_reached=counts["completed"] >= (options.target_count or n),
-            context=context,
+            context=job_context,
         )
     if status != "completed" and storage_failure is None:
         logger.warning("starfish: job %s %s: %s", job_id, status, reason)

@@ -37,6 +37,7 @@ class Options:
     job_run_stop_threshold: int = 3
     rate_limit: str | None = None
     executor: str = "local"
+    budget_usd: float | None = None
 
     @classmethod
     def create(cls, options: Mapping[str, Any] | None = None) -> Options:
@@ -85,14 +86,9 @@ class Options:
             0,
             "consecutive failed inputs before the job stops; 0 disables the circuit breaker",
         )
-        timeout = self.task_runner_timeout
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise OptionsError(
-                f"task_runner_timeout must be a number of seconds > 0, or None for no limit, "
-                f"got {timeout!r}."
-            )
+        _check_positive_or_none(
+            "task_runner_timeout", self.task_runner_timeout, "seconds", "None for no limit"
+        )
         init = self.initial_state_values
         if init is not None and not isinstance(init, Mapping):
             raise OptionsError(f"initial_state_values must be a dict or None, got {init!r}.")
@@ -113,6 +109,12 @@ class Options:
                 raise OptionsError(
                     "executor='ray' needs Ray, which is not installed: pip install 'starfish[ray]'."
                 )
+        _check_positive_or_none(
+            "budget_usd",
+            self.budget_usd,
+            "US dollars",
+            "None for no budget (the job stops once its model calls cost that much)",
+        )
         if self.rate_limit is not None:
             from starfish.data_factory.gates import parse_rate
 
@@ -137,6 +139,13 @@ def _is_int(value: Any) -> bool:
 def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
     if not _is_int(value) or value < minimum:
         raise OptionsError(f"{name} must be an integer >= {minimum} ({meaning}), got {value!r}.")
+
+
+def _check_positive_or_none(name: str, value: Any, unit: str, otherwise: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise OptionsError(f"{name} must be a number of {unit} > 0, or {otherwise}, got {value!r}.")
 
 
 def _check_hooks(name: str, value: Any) -> None:

@@ -13,6 +13,7 @@ retry) and `fatal = True` (no retry can fix it: stop the job).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -147,15 +148,38 @@ class TargetCount:
         return None
 
 
+class Budget:
+    """Stop once the job's model calls have cost `limit` USD (`budget_usd`), all runs counted.
+
+    Calls in flight when it fires are cancelled; one may have been answered (and billed)
+    already, so a job can end a few calls past its budget, never more than its concurrency.
+    """
+
+    sees = ALL
+
+    def __init__(self, limit: float, spent: Callable[[], float]) -> None:
+        self.limit = limit
+        self._spent = spent
+
+    def decide(self, outcome: Outcome) -> Decision:
+        spent = self._spent()
+        if spent >= self.limit:
+            return Stop("stopped", f"budget_usd={self.limit:g} reached: ${spent:.4f} spent")
+        return None
+
+
 def default_rules(
     *,
     counts: dict[str, int],
     dead_queue_threshold: int,
     job_run_stop_threshold: int,
     target_remaining: int | None,
+    budget: Budget | None = None,
 ) -> list[Rule]:
     """The rules of a job, in the order they are asked; `counts` are the run's live counts."""
     rules: list[Rule] = [FatalError()]
+    if budget is not None:
+        rules.append(budget)
     if job_run_stop_threshold:
         rules.append(CircuitBreaker(job_run_stop_threshold, counts))
     if target_remaining is not None:

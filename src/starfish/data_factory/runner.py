@@ -50,6 +50,23 @@ def _cancel_requested() -> bool:
     return cancelling is not None and cancelling() > 0
 
 
+class _Clock:
+    """The deadline of one worker's current call, which the model layer pauses while the call
+    waits in a rate limiter: waiting for a turn is not the call overrunning."""
+
+    __slots__ = ("_slot", "_watchdog")
+
+    def __init__(self, watchdog: Watchdog, slot: int) -> None:
+        self._watchdog = watchdog
+        self._slot = slot
+
+    def pause(self) -> None:
+        self._watchdog.pause(self._slot)
+
+    def resume(self) -> None:
+        self._watchdog.resume(self._slot)
+
+
 class Runner:
     """Runs the pending inputs of one job and tracks what happened to each."""
 
@@ -108,7 +125,7 @@ class Runner:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         # what the model layer keys its cache by (context.py): one list per worker
-        self._calls: list[list[Any]] = [[None, None, None] for _ in range(concurrency)]
+        self._calls: list[list[Any]] = [[None, None, None, None] for _ in range(concurrency)]
         self._state_version = state.version
 
     @property
@@ -134,6 +151,7 @@ class Runner:
         if self._watchdog is not None:
             for wid, task in enumerate(self._tasks):
                 self._watchdog.watch(wid, task)
+                self._calls[wid][3] = _Clock(self._watchdog, wid)
         try:
             await asyncio.wait(self._tasks)
         except BaseException:

@@ -18,6 +18,7 @@ class Watchdog:
         self._deadlines: list[float | None] = [None] * slots
         self._expired = [False] * slots
         self._tasks: list[asyncio.Task[None] | None] = [None] * slots
+        self._paused: list[float | None] = [None] * slots  # time left while paused
         self._timer: asyncio.TimerHandle | None = None
 
     def watch(self, slot: int, task: asyncio.Task[None]) -> None:
@@ -30,9 +31,29 @@ class Watchdog:
         if self._timer is None:
             self._timer = self._loop.call_at(deadline, self._fire)
 
+    def pause(self, slot: int) -> None:
+        """Stop the clock of the call in `slot` (it waits in a limit, not working)."""
+        deadline = self._deadlines[slot]
+        if deadline is not None:
+            self._paused[slot] = deadline - self._loop.time()
+            self._deadlines[slot] = None
+
+    def resume(self, slot: int) -> None:
+        left = self._paused[slot]
+        if left is None:
+            return
+        self._paused[slot] = None
+        deadline = self._deadlines[slot] = self._loop.time() + left
+        if self._timer is not None and self._timer.when() > deadline:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._fire)
+
     def disarm(self, slot: int) -> bool:
         """The call in `slot` ended; whether it overran (see `expired`)."""
         self._deadlines[slot] = None
+        self._paused[slot] = None
         return self._expired[slot] and self.expired(slot)
 
     def expired(self, slot: int) -> bool:

@@ -329,7 +329,14 @@ class StructuredLLM:
         failures = limited = 0
         while True:
             self._check_reachable()
-            ticket = await limiter.acquire(estimate)
+            clock = call.clock if call is not None else None
+            if clock is not None:  # a turn in the limiter is not the call overrunning
+                clock.pause()
+            try:
+                ticket = await limiter.acquire(estimate)
+            finally:
+                if clock is not None:
+                    clock.resume()
             if mode is not None and _modes.get(endpoint, mode) != mode:
                 limiter.release(ticket)  # another call learned a better mode while we waited
                 raise _ModeChanged
