@@ -42,6 +42,9 @@ class ResumeError(StarfishError, RuntimeError):
 class StorageError(StarfishError, RuntimeError):
     """The job storage cannot be read or written (disk full, read-only, corrupt database)."""
 
+    reason: str | None = None
+    """The cause alone (`database or disk is full`), for the stored stop reason."""
+
 
 class JobTerminated(SystemExit):
     """SIGTERM arrived while a job ran: the job was flushed and stored `interrupted` first.

@@ -18,7 +18,9 @@ class InputSpec:
 
     __slots__ = ("_pairs", "lists", "names", "num_inputs", "scalars")
 
-    def __init__(self, names: tuple[str, ...], lists: tuple[list, ...], scalars: dict[str, Any]):
+    def __init__(
+        self, names: tuple[str, ...], lists: tuple[list[Any], ...], scalars: dict[str, Any]
+    ):
         self.names = names
         self.lists = lists
         self.scalars = scalars
@@ -69,7 +71,7 @@ class RowStream:
 
     def materialize(self) -> InputSpec:
         """The rows as column lists, for storage that is not a database (`in_memory`)."""
-        lists: tuple[list, ...] = tuple([] for _ in self.names)
+        lists: tuple[list[Any], ...] = tuple([] for _ in self.names)
         for row, _ in self.rows:
             for column, name in zip(lists, self.names, strict=True):
                 column.append(row[name])

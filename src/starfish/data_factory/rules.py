@@ -24,7 +24,7 @@ RETRY_MAX_DELAY = 2.0
 class Outcome(NamedTuple):
     """What one attempt at one input came to (a tuple: one is made per input)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing here calls
     attempt: int
     status: str  # completed | failed | filtered | duplicate
     error: BaseException | None = None

@@ -38,7 +38,7 @@ def send(
 ) -> list[dict[str, Any]]:
     """Send one batch; return the messages exactly as they left. Raises when not acknowledged."""
     silence_sdk()
-    from posthog import Client
+    from posthog.client import Client
     from posthog.request import APIError, batch_post
 
     wire: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ from typing import Any
 
 
 class LocalExecutor:
-    def __init__(self, func: Callable[..., Any]) -> None:
+    def __init__(self, func: Callable[..., Awaitable[Any]]) -> None:
         self.func = func
 
     async def start(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -47,7 +48,8 @@ class _RemoteError(Exception):
 
 
 def _rebuild(type_name: str, message: str) -> BaseException:
-    return type(type_name, (_RemoteError,), {})(message)
+    remote: type[_RemoteError] = type(type_name, (_RemoteError,), {})
+    return remote(message)
 
 
 class _Worker:
@@ -83,7 +85,8 @@ class _Worker:
             return True, await call
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            # Python 3.10 cannot tell (no `Task.cancelling`): there, treat it as the batch's.
+            if sys.version_info < (3, 11) or (task is not None and task.cancelling()):
                 raise  # the batch itself was cancelled
             return False, _portable(exc)
         except Exception as exc:
