@@ -47,9 +47,10 @@ def store_rows(
 
     On any error the rows stored so far stay: the caller deletes the job.
     """
-    from starfish.data_factory.storage.sqlite import _dumps, connect
+    from starfish.data_factory._json import dumps
+    from starfish.data_factory.storage.sqlite import connect
 
-    encode = _dumps if as_json else _pickle
+    encode = dumps if as_json else _pickle
     conn = connect(path)
     try:
         conn.executescript(SCHEMA)

@@ -25,7 +25,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -351,6 +351,19 @@ class SqliteStorage(Storage):
                 "twice; wait for it to end, or stop it (Ctrl-C), then resume it."
             )
         return lease
+
+    # input rows (`starfish run --input FILE`, see _input_rows.py) ---------------------
+    def store_input_rows(
+        self, job_id: str, rows: Iterable[tuple[dict[str, Any], str | None]], as_json: bool
+    ) -> int:
+        """Stream `rows` in as the inputs of job `job_id`; return how many."""
+        return _input_rows.store_rows(self.path, job_id, rows, as_json)
+
+    def input_rows(
+        self, job_id: str, names: tuple[str, ...], scalars: dict[str, Any], num_inputs: int
+    ) -> _input_rows.StoredRows:
+        """The reader of job `job_id`'s stored input rows."""
+        return _input_rows.StoredRows(self.path, job_id, names, scalars, num_inputs)
 
     def is_live(self, job_id: str) -> bool:
         from starfish.data_factory.storage.lease import holder
