@@ -5,6 +5,18 @@ built-in base it had before (`ValueError`, `KeyError`, `RuntimeError`), so code 
 against those keeps working.
 """
 
+__all__ = [
+    "HookError",
+    "InputError",
+    "JobNotFoundError",
+    "JobTerminated",
+    "OptionsError",
+    "OutputError",
+    "ResumeError",
+    "StarfishError",
+    "StorageError",
+]
+
 
 class StarfishError(Exception):
     """Base of every error Starfish raises on purpose."""

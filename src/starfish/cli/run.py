@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from starfish.data_factory import DataFactory
     from starfish.jobs import JobInfo
 
+__all__ = ["run"]
+
 
 def run(
     target: Annotated[

@@ -29,6 +29,8 @@ from typing import Any
 
 from starfish.errors import ResumeError
 
+__all__ = ["SPEC_VERSION", "dump", "load", "origin"]
+
 logger = logging.getLogger("starfish")
 
 SPEC_VERSION = 2

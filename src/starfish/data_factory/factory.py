@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from starfish.data_factory.state import JobState
     from starfish.data_factory.storage import Storage
 
+__all__ = ["DataFactory", "data_factory", "resume_from_checkpoint", "resume_stored_job"]
+
 _T = TypeVar("_T")
 
 

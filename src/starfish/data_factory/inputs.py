@@ -12,6 +12,17 @@ from typing import Any
 
 from starfish.errors import InputError
 
+__all__ = [
+    "InputSpec",
+    "RowStream",
+    "build_inputs",
+    "check_async",
+    "function_name",
+    "inputs_from_payload",
+    "is_async_callable",
+    "stream_inputs",
+]
+
 
 class InputSpec:
     """The job's inputs as column lists plus broadcast scalars."""

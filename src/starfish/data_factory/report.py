@@ -12,6 +12,8 @@ from typing import Any
 
 from starfish.telemetry import service
 
+__all__ = ["platform_tag", "send_job_event"]
+
 logger = logging.getLogger("starfish")
 
 

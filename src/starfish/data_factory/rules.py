@@ -16,6 +16,23 @@ import random
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+__all__ = [
+    "ALL",
+    "DEAD",
+    "RETRY_BASE_DELAY",
+    "RETRY_MAX_DELAY",
+    "CircuitBreaker",
+    "Decision",
+    "FatalError",
+    "Outcome",
+    "Retry",
+    "RetryThenDead",
+    "Rule",
+    "Stop",
+    "TargetCount",
+    "default_rules",
+]
+
 RETRY_BASE_DELAY = 0.02
 """Seconds before the first retry; doubled per attempt, with jitter of ±50 %."""
 RETRY_MAX_DELAY = 2.0

@@ -24,6 +24,25 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "DELIVERY_LOCK",
+    "FILE_LOCK",
+    "LOG_FILE",
+    "MAX_LOG",
+    "MAX_OUTBOX",
+    "OUTBOX_FILE",
+    "OutboxWriter",
+    "after_fork_in_child",
+    "append_log",
+    "append_outbox",
+    "locked",
+    "read_log",
+    "read_outbox",
+    "release_delivery_lock",
+    "settle",
+    "try_delivery_lock",
+]
+
 OUTBOX_FILE = "telemetry_outbox.jsonl"
 LOG_FILE = "telemetry_log.jsonl"
 FILE_LOCK = ".telemetry.lock"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+__all__ = ["LocalExecutor"]
+
 
 class LocalExecutor:
     def __init__(self, func: Callable[..., Awaitable[Any]]) -> None:

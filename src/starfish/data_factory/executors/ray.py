@@ -23,6 +23,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+__all__ = ["MAX_BATCH", "RayExecutor", "import_ray"]
+
 logger = logging.getLogger("starfish")
 
 MAX_BATCH = 256

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starfish.data_factory.state import JobState
 
+__all__ = ["COUNT_KEYS", "FILTERS", "JobWriter", "Progress", "Storage", "check_filter"]
+
 FILTERS = ("completed", "failed", "filtered", "duplicate")
 COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
 

@@ -20,6 +20,8 @@ from starfish.errors import ResumeError
 if TYPE_CHECKING:
     from starfish.data_factory.state import JobState
 
+__all__ = ["MEMORY", "MemoryStorage"]
+
 
 class _MemJob:
     __slots__ = ("attempts", "meta", "outcomes", "seq", "spec", "state")

@@ -43,6 +43,8 @@ from starfish.errors import ResumeError, StorageError
 if TYPE_CHECKING:
     from starfish.data_factory.state import JobState
 
+__all__ = ["SqliteStorage", "connect", "storage_error"]
+
 logger = logging.getLogger("starfish")
 
 _SCHEMA = """
