@@ -22,6 +22,17 @@ __all__ = [
     "ResumeError",
     "StarfishError",
     "StorageError",
+    "StructuredLLM",
     "__version__",
     "data_factory",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The model layer (jinja2, pydantic, aiohttp) loads on first use, so `import starfish`
+    # stays fast for jobs that never call a model.
+    if name == "StructuredLLM":
+        from starfish.llm import StructuredLLM
+
+        return StructuredLLM
+    raise AttributeError(f"module 'starfish' has no attribute {name!r}")

@@ -49,12 +49,24 @@ class JobInfo:
     storage: str = "local"
     error_summary: dict[str, int] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    llm: dict[str, Any] | None = None  # the model layer's counts, when it was used
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _info(storage: Storage, row: dict[str, Any], with_dead_queue: bool = True) -> JobInfo:
+def _llm_counts(storage: Storage, job_id: str) -> dict[str, Any] | None:
+    path = getattr(storage, "path", None)
+    if path is None:
+        return None
+    from starfish.llm.cache import read_counts
+
+    return read_counts(path, job_id)
+
+
+def _info(
+    storage: Storage, row: dict[str, Any], with_dead_queue: bool = True, with_llm: bool = False
+) -> JobInfo:
     job_id = row["job_id"]
     status = row["status"]
     if status == "running" and not storage.is_live(job_id):
@@ -80,6 +92,7 @@ def _info(storage: Storage, row: dict[str, Any], with_dead_queue: bool = True) -
         storage=storage.kind,
         error_summary=dict(errors or {}),
         state=row.get("state") or {},
+        llm=_llm_counts(storage, job_id) if with_llm else None,
     )
 
 
@@ -100,7 +113,7 @@ def list_jobs() -> list[JobInfo]:
 def load_job(job_id: str) -> JobInfo:
     """The job with this id (or unique id prefix); `JobNotFoundError` if there is none."""
     storage, full_id = locate_job(job_id)
-    return _info(storage, storage.get_job(full_id))
+    return _info(storage, storage.get_job(full_id), with_llm=True)
 
 
 def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict]:

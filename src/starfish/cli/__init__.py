@@ -11,6 +11,8 @@ import sys
 import typer
 
 from starfish._version import __version__
+from starfish.cli.cache import app as cache_app
+from starfish.cli.generate import generate
 from starfish.cli.jobs import app as jobs_app
 from starfish.cli.run import run
 from starfish.cli.telemetry import app as telemetry_app
@@ -26,8 +28,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("run", no_args_is_help=True)(run)
+app.command("generate", no_args_is_help=True)(generate)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(telemetry_app, name="telemetry")
+app.add_typer(cache_app, name="cache")
 
 
 def _version(value: bool) -> None:

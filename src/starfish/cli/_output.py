@@ -76,11 +76,28 @@ def counts_line(counts: dict[str, int]) -> str:
     return "  ".join(f"{name} {counts.get(name, 0)}" for name in COUNT_KEYS)
 
 
+def llm_line(llm: dict[str, Any]) -> str:
+    cost = llm.get("cost_usd")
+    return (
+        f"{llm['requests']} requests, {llm['cache_hits']} cache hits, "
+        f"{llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens, "
+        f"{llm['rate_limited']} rate-limited, {llm['retries']} retries, "
+        f"cost {'unknown' if cost is None else usd(cost)}"
+    )
+
+
+def usd(cost: float) -> str:
+    """Dollars with the digits that matter: $0.4213, $0.000384."""
+    return f"${cost:.4f}" if cost >= 0.01 or cost == 0 else f"${cost:.6f}"
+
+
 def print_summary(info: Any) -> None:
     """What a user wants right after a job: its id, how it ended, what happened to the inputs."""
     reason = f" ({info.stop_reason})" if info.stop_reason else ""
     typer.echo(f"job {info.job_id}: {info.status}{reason} in {seconds(info.execution_time)}")
     typer.echo(f"  inputs {info.num_inputs}  {counts_line(info.counts)}")
+    if getattr(info, "llm", None):
+        typer.echo(f"  llm {llm_line(info.llm)}")
 
 
 def export_hint(info: Any) -> str:

@@ -17,6 +17,7 @@ from starfish.cli._output import (
     exit_interrupted,
     export_hint,
     fail,
+    llm_line,
     print_json,
     print_summary,
     seconds,
@@ -101,6 +102,8 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         ("finished", when(info.finished_at)),
         ("run time", seconds(info.execution_time)),
     ]
+    if info.llm:
+        lines.append(("llm", llm_line(info.llm)))
     for key, value in lines:
         typer.echo(f"{key + ':':<13}{value}")
     typer.echo("config:")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -125,7 +125,22 @@ def run(
         "executor": executor,
     }
     gen = _factory(target, overrides, not no_progress)
+    run_over_file(gen, input_file, params, output, as_json)
+
+
+def run_over_file(
+    gen: Any,
+    input_file: Path,
+    params: dict[str, Any],
+    output: Path | None,
+    as_json: bool,
+    check_columns: Callable[[tuple[str, ...]], None] | None = None,
+) -> NoReturn:
+    """Run `gen` once per row of `input_file` (streamed into storage), then report the job and
+    write `output`; exits with the job's code. Shared by `run` and `generate`."""
     names, rows = _open_rows(input_file, params)
+    if check_columns is not None:
+        check_columns(names)
     _check_columns(gen.func, names, input_file, params)
     job_id, error = _run(gen, names, rows, params, input_file)
     info = _load_info(job_id)

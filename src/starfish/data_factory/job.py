@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starfish.data_factory import call_spec
+from starfish.data_factory.context import JOB, JobContext
 from starfish.data_factory.executors import make_executor
 from starfish.data_factory.gates import Gate, RateLimit
 from starfish.data_factory.inputs import InputSpec, RowStream, function_name
@@ -196,6 +197,9 @@ async def _execute(
     )
     # A failed write stops the job at once: no new call starts (the writer stores no more).
     writer.on_failure = lambda error: runner.stop("failed", _storage_reason(error))
+    # The workers' tasks (and the progress timer) copy this context: the model layer finds the
+    # job (cache, counts) here.
+    job_token = JOB.set(JobContext(job_id, getattr(storage, "path", None)))
     reporter = None
     if options.show_progress and run_mode != "dry_run":
         from starfish.data_factory.progress import ProgressReporter
@@ -211,6 +215,7 @@ async def _execute(
     finally:
         if reporter is not None:
             reporter.stop()
+        JOB.reset(job_token)
 
     run_time = time.monotonic() - started
     storage_failure: StorageError | None = None

@@ -25,7 +25,29 @@ def _summary(counts: dict[str, int]) -> str:
     return (
         f"completed {counts['completed']} · failed {counts['failed']} · "
         f"filtered {counts['filtered']} · duplicate {counts['duplicate']} · dead {counts['dead']}"
+        + _llm_summary()
     )
+
+
+def _llm_summary() -> str:
+    """The model layer's counts of this run, when the job's function called a model."""
+    from starfish.data_factory.context import current_job
+
+    job = current_job()
+    llm = job.llm if job is not None else None
+    if not llm:
+        return ""
+    tokens = llm.get("prompt_tokens", 0) + llm.get("completion_tokens", 0)
+    line = (
+        f" · llm {llm.get('requests', 0)} requests, {llm.get('cache_hits', 0)} cached, "
+        f"{tokens} tokens"
+    )
+    if llm.get("rate_limited"):
+        line += f", {llm['rate_limited']} rate-limited"
+    if "cost_usd" in llm:
+        cost = llm["cost_usd"]
+        line += f", ${cost:.4f}" if cost >= 0.01 or cost == 0 else f", ${cost:.6f}"
+    return line
 
 
 class ProgressReporter:

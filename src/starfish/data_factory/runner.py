@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from starfish.data_factory.context import CALL
 from starfish.data_factory.executors import Executor
 from starfish.data_factory.gates import Gate
 from starfish.data_factory.inputs import InputSpec
@@ -106,6 +107,8 @@ class Runner:
         self._attempts: dict[int, int] = {}
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        # what the model layer keys its cache by (context.py): one list per worker
+        self._calls: list[list[Any]] = [[None, None, None] for _ in range(concurrency)]
         self._state_version = state.version
 
     @property
@@ -169,6 +172,7 @@ class Runner:
         queue = self._queue
         assert queue is not None
         attempt = self._gated if self.gates else self._attempt
+        CALL.set(self._calls[wid])  # once per worker, in its own task's context
         while True:
             index = queue.take()
             if index is None:
@@ -196,6 +200,8 @@ class Runner:
     async def _attempt(self, index: int, wid: int) -> Outcome | None:
         """Call the function for one input, store what came of it, apply the rules."""
         attempt = self._attempts.pop(index, 0) + 1
+        call = self._calls[wid]
+        call[0], call[1], call[2] = index, attempt, None
         records: list[Any] = []
         error: BaseException | None = None
         watchdog = self._watchdog

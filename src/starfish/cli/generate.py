@@ -1,0 +1,123 @@
+"""`starfish generate`: records from a model over the rows of a file, no code needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from starfish.cli._output import fail
+
+
+def generate(
+    model: Annotated[
+        str,
+        typer.Option(metavar="PROVIDER/MODEL", help="e.g. openai/gpt-4o-mini", show_default=False),
+    ],
+    prompt: Annotated[
+        str,
+        typer.Option(
+            metavar="TEXT",
+            help="Jinja2 template; {{column}} is a column of --input, {{num_records}} is "
+            "--num-records. @path reads it from a file.",
+            show_default=False,
+        ),
+    ],
+    input_file: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="FILE",
+            help="Rows: .jsonl, .csv or .parquet; one model call per row.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Write the records here.", show_default=False
+        ),
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME:TYPE,...",
+            help="Fields of each record, e.g. 'question:str,answer:str' (types: str, int, "
+            "float, bool, list, dict). Without it each record is {'text': ...}.",
+            show_default=False,
+        ),
+    ] = None,
+    num_records: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="Given to the prompt as {{num_records}}."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Any OpenAI-compatible server.", show_default=False),
+    ] = None,
+    rpm: Annotated[
+        float | None,
+        typer.Option(min=0.001, metavar="N", help="Requests per minute (default: learned)."),
+    ] = None,
+    tpm: Annotated[
+        float | None,
+        typer.Option(min=0.001, metavar="N", help="Tokens per minute (default: learned)."),
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(metavar="T")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, metavar="N")] = None,
+    max_concurrency: Annotated[int, typer.Option(min=1, metavar="N")] = 20,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the job as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Call a model once per row of --input and keep the records as a normal job
+    (resumable, listed, exportable). The API key comes from the provider's variable
+    (e.g. OPENAI_API_KEY), never from the command line."""
+    from starfish.cli.run import _check_output, run_over_file
+    from starfish.data_factory import data_factory
+    from starfish.llm import LLMConfigError
+    from starfish.llm.generate import build, generate, parse_schema
+
+    if output is not None:
+        _check_output(output)
+    if prompt.startswith("@"):
+        try:
+            prompt = Path(prompt[1:]).read_text()
+        except OSError as e:
+            fail(f"--prompt {prompt}: {e.strerror or e}")
+    model_kwargs: dict[str, Any] = {}
+    if temperature is not None:
+        model_kwargs["temperature"] = temperature
+    if max_tokens is not None:
+        model_kwargs["max_tokens"] = max_tokens
+    settings: dict[str, Any] = {"model_name": model, "prompt": prompt, "base_url": base_url}
+    if model_kwargs:
+        settings["model_kwargs"] = model_kwargs
+    if rpm is not None:
+        settings["rpm"] = rpm
+    if tpm is not None:
+        settings["tpm"] = tpm
+    try:
+        if schema is not None:
+            settings["output_schema"] = parse_schema(schema)
+        llm = build(settings)  # every setup error here, before any row runs
+    except LLMConfigError as e:
+        fail(str(e))
+    params: dict[str, Any] = {"num_records": num_records} if num_records is not None else {}
+
+    def check_columns(names: tuple[str, ...]) -> None:
+        missing = sorted(llm.variables - {*names, *params})
+        if missing:
+            fail(
+                f"--prompt uses {', '.join('{{' + m + '}}' for m in missing)} but {input_file} "
+                f"has no such column (columns: {', '.join(names) or 'none'})"
+            )
+        if "llm" in names:
+            fail(f"{input_file}: a column cannot be named 'llm' (generate uses that name)")
+
+    params["llm"] = settings  # one dict for every row
+    gen = data_factory(max_concurrency=max_concurrency, show_progress=not no_progress)(generate)
+    run_over_file(gen, input_file, params, output, as_json, check_columns)

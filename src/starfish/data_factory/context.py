@@ -1,0 +1,56 @@
+"""What the call running now belongs to: its job, input index and attempt.
+
+The model layer reads it to key its cache by input and attempt and to add its counts to the
+job. The job part is set once per run (job.py); the call part once per worker, in the
+worker's own task, and filled in by the runner before each call of the user's function.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    db_path: Path | None  # the job database (local storage); None for in-memory jobs
+    llm: dict[str, Any] = field(default_factory=dict)  # counts the model layer adds
+
+
+@dataclass(frozen=True)
+class CallContext:
+    job: JobContext
+    index: int
+    attempt: int
+    seen: dict[Any, int]  # per attempt: how often each request was made (for the model layer)
+
+    def occurrence(self, key: Any) -> int:
+        """0 for the first time this attempt makes request `key`, 1 for the second, ..."""
+        n = self.seen.get(key, 0)
+        self.seen[key] = n + 1
+        return n
+
+
+JOB: ContextVar[JobContext | None] = ContextVar("starfish_job", default=None)
+CALL: ContextVar[list | None] = ContextVar("starfish_call", default=None)
+"""`[index, attempt, seen]` of the worker's current call: one list per worker, set once in its
+task and overwritten per attempt (cheaper than a contextvar set per call); `seen` is None
+until the model layer needs it."""
+
+
+def current_job() -> JobContext | None:
+    return JOB.get()
+
+
+def current_call() -> CallContext | None:
+    """The job, input index and attempt of the call running now; None outside a job."""
+    job = JOB.get()
+    call = CALL.get()
+    if job is None or call is None or call[0] is None:
+        return None
+    if call[2] is None:
+        call[2] = {}
+    return CallContext(job, call[0], call[1], call[2])

@@ -1,0 +1,62 @@
+"""What the model layer raises on purpose, with hints the scheduler can honour.
+
+`fatal = True`: no retry of any input can succeed (bad key, no quota, unknown provider, a
+server that cannot be reached); the job should stop at once with this reason.
+`retry_after`: seconds the caller should wait before trying the input again, when known.
+"""
+
+from __future__ import annotations
+
+from starfish.errors import OptionsError, StarfishError
+
+
+class LLMError(StarfishError):
+    """Base of the model layer's errors."""
+
+    fatal: bool = False
+    retry_after: float | None = None
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+class LLMConfigError(LLMError, OptionsError):
+    """The model setup is wrong (unknown provider, missing key, bad schema); raised when the
+    `StructuredLLM` is built, before any request."""
+
+    fatal = True
+
+
+class PromptError(LLMError, ValueError):
+    """The prompt cannot be rendered (a variable is missing); raised before the request."""
+
+
+class LLMAuthError(LLMError):
+    """The server refused the key (401/403) or the account has no quota left."""
+
+    fatal = True
+
+
+class LLMUnreachableError(LLMError):
+    """Nothing answers at the base URL (connection refused, DNS failure)."""
+
+    fatal = True
+
+
+class LLMRequestError(LLMError):
+    """The server rejected the request (a 4xx other than 401/403/429)."""
+
+
+class LLMTransientError(LLMError):
+    """5xx answers, timeouts or dropped connections went on after every retry of the layer."""
+
+
+class LLMRateLimitError(LLMError):
+    """429 answers went on after every retry of the layer."""
+
+
+class LLMOutputError(LLMError):
+    """The answer is unusable: invalid JSON or records failing the schema after every re-ask,
+    or cut off at `max_tokens` (`finish_reason == "length"`)."""

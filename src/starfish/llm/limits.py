@@ -1,0 +1,346 @@
+"""Rate limits that hold: one limiter per (base URL, model, key hash), shared process-wide.
+
+- Requests/min and tokens/min are smooth token buckets refilled continuously. A bucket holds
+  at most half a second of its limit: providers spread a per-minute limit over about one
+  second, and the half second we leave unused is headroom for network jitter, so a job never
+  bursts a minute's allowance and never trips the server's bucket.
+- A call reserves its slot and tokens (prompt characters / 4 + max_tokens) before it is
+  sent; the reservation may run the bucket negative and the caller sleeps until it is paid
+  off, so callers are served in order without polling. Tokens are corrected from `usage`.
+- Limits not given by the user are learned from every response's `x-ratelimit-*` (and
+  `anthropic-ratelimit-*`) headers. Until an endpoint has answered once, one call goes alone,
+  so a job never bursts before it knows the limits.
+- A 429 pauses every caller of the limiter until the server's retry-after (or reset), and
+  halves the in-flight cap, which grows back by one per success.
+
+The shape is `await acquire(tokens) -> Ticket` / `release(ticket, ...)`, so the limiter can
+become a gate of the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+BURST_SECONDS = 0.5
+"""How much of a per-minute limit a bucket may hold, in seconds of the limit."""
+DEFAULT_PAUSE = 1.0
+"""Pause after a 429 that says nothing about when to come back."""
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'20ms', '1s', '6m0s', '1.5' (seconds) -> seconds."""
+    if not text:
+        return None
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts:
+        return None
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def _until(text: str | None) -> float | None:
+    """An RFC 3339 / HTTP date -> seconds from now (Anthropic's reset headers)."""
+    if not text:
+        return None
+    try:
+        from datetime import datetime
+
+        when = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text).timestamp()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, when - time.time())
+
+
+def _number(headers: Any, name: str) -> float | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def retry_after(headers: Any) -> float:
+    """Seconds to wait after a 429: retry-after-ms, retry-after, else the reset headers."""
+    ms = _number(headers, "retry-after-ms")
+    if ms is not None:
+        return ms / 1000
+    value = headers.get("retry-after")
+    if value is not None:
+        seconds = parse_duration(value)
+        if seconds is None:
+            seconds = _until(value)
+        if seconds is not None:
+            return seconds
+    resets = [
+        parse_duration(headers.get("x-ratelimit-reset-requests")),
+        parse_duration(headers.get("x-ratelimit-reset-tokens")),
+        _until(headers.get("anthropic-ratelimit-requests-reset")),
+        _until(headers.get("anthropic-ratelimit-tokens-reset")),
+    ]
+    known = [r for r in resets if r is not None]
+    return max(known) if known else DEFAULT_PAUSE
+
+
+_LIMIT_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-tokens-limit",
+)
+
+
+class Bucket:
+    """A smooth token bucket in `units` per second, holding at most `BURST_SECONDS` of them."""
+
+    def __init__(self, per_minute: float, level: float | None = None) -> None:
+        self.set_rate(per_minute)
+        self.level = self.capacity if level is None else min(level, self.capacity)
+        self.stamp = time.monotonic()
+
+    def set_rate(self, per_minute: float) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * BURST_SECONDS)
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def reserve(self, cost: float, now: float) -> float:
+        """Take `cost` (possibly running into debt); return seconds until the debt is paid."""
+        self._refill(now)
+        self.level -= cost
+        held = max(0.0, self.stamp - now)  # no refill before a pause ends (`hold`)
+        return held + (-self.level / self.rate if self.level < 0 else 0.0)
+
+    def refund(self, amount: float, now: float) -> None:
+        self._refill(now)
+        self.level = min(self.capacity, self.level + amount)
+
+    def hold(self, until: float) -> None:
+        """No refill before `until` (the server is pausing us)."""
+        self._refill(time.monotonic())
+        self.level = min(self.level, 0.0)
+        self.stamp = max(self.stamp, until)
+
+
+@dataclass
+class Ticket:
+    tokens: float
+    sent_at: float
+
+
+class Limiter:
+    """Requests/min, tokens/min and an in-flight cap for one endpoint, model and key."""
+
+    def __init__(
+        self,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_in_flight: int | None = None,
+    ) -> None:
+        self.user_rpm, self.user_tpm, self.max_in_flight = rpm, tpm, max_in_flight
+        self.requests = Bucket(rpm) if rpm else None
+        self.tokens = Bucket(tpm) if tpm else None
+        self.cap: float | None = max_in_flight
+        self.in_flight = 0
+        self.answered = False  # has the endpoint answered once (limits known)?
+        self.paused_until = 0.0
+        self.shift = 0.0  # total seconds of pauses so far: reservations move by as much
+        self.rate_limited = 0
+        self._peak = 0
+        self._waiters: deque[asyncio.Future] = deque()
+
+    # the gate ------------------------------------------------------------------------------
+    def _limit(self) -> float | None:
+        if not self.answered:
+            return 1  # the first call goes alone and tells us the limits
+        return self.cap
+
+    async def acquire(self, tokens: float = 0.0) -> Ticket:
+        """Wait for a slot, a request and `tokens`; the caller must `release()` the ticket."""
+        while True:
+            now = time.monotonic()
+            if self.paused_until > now:
+                await asyncio.sleep(self.paused_until - now)
+                continue
+            limit = self._limit()
+            if limit is not None and self.in_flight >= limit:
+                fut = asyncio.get_running_loop().create_future()
+                self._waiters.append(fut)
+                try:
+                    await fut
+                except BaseException:
+                    if fut.done() and not fut.cancelled():
+                        self._wake()  # pass the wake-up on
+                    raise
+                continue
+            break
+        self.in_flight += 1
+        self._peak = max(self._peak, self.in_flight)
+        try:
+            wait = 0.0
+            if self.requests is not None:
+                wait = self.requests.reserve(1, now)
+            if self.tokens is not None and tokens:
+                wait = max(wait, self.tokens.reserve(tokens, now))
+            shift0 = self.shift
+            target = now + wait
+            while True:
+                due = max(target + self.shift - shift0, self.paused_until)
+                delay = due - time.monotonic()
+                if delay <= 0:
+                    break
+                await asyncio.sleep(delay)
+        except BaseException:
+            self.in_flight -= 1
+            self._wake()
+            raise
+        return Ticket(tokens if self.tokens is not None else 0.0, time.monotonic())
+
+    def release(
+        self,
+        ticket: Ticket,
+        *,
+        used_tokens: float | None = None,
+        headers: Any = None,
+        status: int | None = None,
+    ) -> None:
+        """Give the slot back; correct the tokens from `usage`; learn from the headers."""
+        self.in_flight -= 1
+        now = time.monotonic()
+        if self.tokens is not None and ticket.tokens and used_tokens is not None:
+            self.tokens.refund(ticket.tokens - used_tokens, now)
+        if headers is not None:
+            self.learn(headers)
+        if status is not None:
+            self.answered = True
+            if status == 429:
+                self.on_429(headers if headers is not None else {})
+            elif status < 400 and self.cap is not None:
+                self.cap += 1
+                ceiling = self.max_in_flight
+                if ceiling is not None:
+                    self.cap = min(self.cap, ceiling)
+                elif self.cap > self._peak:
+                    self.cap = None  # grown back past anything we ever used
+        self._wake()
+
+    def _wake(self) -> None:
+        limit = self._limit()
+        free = (limit - self.in_flight) if limit is not None else len(self._waiters)
+        while free > 0 and self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                try:
+                    fut.set_result(None)
+                except RuntimeError:  # its loop is closed
+                    continue
+                free -= 1
+
+    # learning ------------------------------------------------------------------------------
+    def on_429(self, headers: Any) -> None:
+        self.rate_limited += 1
+        fresh = self.paused_until <= time.monotonic()  # the first 429 of a burst
+        self.pause(retry_after(headers))
+        if fresh:
+            current = self.in_flight + 1  # this call was released just before
+            self.cap = max(1, int(min(self.cap or current, current)) // 2)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every caller of this limiter for `seconds` (from now)."""
+        now = time.monotonic()
+        until = now + seconds
+        if until <= self.paused_until:
+            return
+        self.shift += until - max(now, self.paused_until)
+        self.paused_until = until
+        for bucket in (self.requests, self.tokens):
+            if bucket is not None:
+                bucket.hold(until)
+
+    def learn(self, headers: Any) -> None:
+        """Take the limits the server states (only those the user did not set)."""
+        if not any(name in headers for name in _LIMIT_HEADERS):
+            return
+        for kind, user in (("requests", self.user_rpm), ("tokens", self.user_tpm)):
+            limit = _number(headers, f"x-ratelimit-limit-{kind}")
+            remaining = _number(headers, f"x-ratelimit-remaining-{kind}")
+            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            if limit is None:
+                limit = _number(headers, f"anthropic-ratelimit-{kind}-limit")
+                remaining = _number(headers, f"anthropic-ratelimit-{kind}-remaining")
+                reset = _until(headers.get(f"anthropic-ratelimit-{kind}-reset"))
+            if limit is None or limit <= 0:
+                continue
+            bucket: Bucket | None = getattr(self, kind)
+            if user is None:
+                if bucket is None:
+                    # First word from the server: what it has left now is what we may use.
+                    setattr(self, kind, Bucket(limit, remaining))
+                elif bucket.per_minute != limit:
+                    bucket.set_rate(limit)
+            if remaining is not None and remaining < 1 and reset:
+                self.pause(reset)
+
+
+_limiters: dict[tuple[str, str, str], Limiter] = {}
+_lock = threading.Lock()
+
+
+def limiter_for(
+    base_url: str,
+    model: str,
+    api_key: str | None,
+    rpm: float | None,
+    tpm: float | None,
+    max_in_flight: int | None,
+) -> Limiter:
+    """The process-wide limiter of this endpoint, model and key (built on first use).
+
+    When several `StructuredLLM`s share one, the first one's explicit limits are kept and
+    later explicit limits tighten them."""
+    key_hash = hashlib.sha256((api_key or "").encode()).hexdigest()[:16]
+    key = (base_url, model, key_hash)
+    with _lock:
+        limiter = _limiters.get(key)
+        if limiter is None:
+            limiter = _limiters[key] = Limiter(rpm, tpm, max_in_flight)
+            return limiter
+    if rpm and (limiter.user_rpm is None or rpm < limiter.user_rpm):
+        limiter.user_rpm = rpm
+        limiter.requests = Bucket(rpm)
+    if tpm and (limiter.user_tpm is None or tpm < limiter.user_tpm):
+        limiter.user_tpm = tpm
+        limiter.tokens = Bucket(tpm)
+    if max_in_flight and (limiter.max_in_flight is None or max_in_flight < limiter.max_in_flight):
+        limiter.max_in_flight = max_in_flight
+        limiter.cap = max_in_flight
+    return limiter
+
+
+def reset_limiters() -> None:
+    """Forget every limiter (tests; a process that changed its keys)."""
+    with _lock:
+        _limiters.clear()

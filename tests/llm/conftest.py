@@ -1,0 +1,49 @@
+"""The model layer's tests run against a real loopback OpenAI server (tests/openai_server.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.openai_server import OpenAIServer
+
+KEY = "sk-test-SECRET-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_llm_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Limiters, remembered modes and stores are process-wide on purpose; not between tests."""
+    from starfish.llm import cache, limits, structured
+
+    monkeypatch.setattr(structured, "RETRY_BASE_DELAY", 0.02)
+    limits.reset_limiters()
+    structured._modes.clear()
+    structured._unreachable.clear()
+    yield
+    limits.reset_limiters()
+    structured._modes.clear()
+    structured._unreachable.clear()
+    for store in cache._stores.values():
+        store.close()
+    cache._stores.clear()
+
+
+@pytest.fixture
+def make_server() -> Iterator[Any]:
+    started: list[OpenAIServer] = []
+
+    def make(**kwargs: Any) -> OpenAIServer:
+        server = OpenAIServer(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Any) -> OpenAIServer:
+    return make_server()

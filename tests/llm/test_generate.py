@@ -1,0 +1,86 @@
+"""`starfish generate` end to end: a real subprocess against the loopback server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.llm.conftest import KEY
+
+
+def starfish(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "starfish", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+
+
+def write_topics(path: Path, topics: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"topic": t}) + "\n" for t in topics))
+    return path
+
+
+def test_generate_end_to_end_then_a_re_run_is_free(make_server, tmp_path):
+    server = make_server()
+    topics = write_topics(tmp_path / "topics.jsonl", ["tides", "volcanoes", "owls"])
+    args = [
+        "generate",
+        "--model", "openai/gpt-4o-mini",
+        "--prompt", "Write {{num_records}} questions about {{topic}}.",
+        "--schema", "question:str,answer:str",
+        "--input", str(topics),
+        "--output", "qa.jsonl",
+        "--num-records", "2",
+        "--temperature", "0.5",
+        "--no-progress",
+    ]  # fmt: skip
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.url}
+    out = starfish(*args, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "wrote 3 records to qa.jsonl" in out.stdout
+    assert "  llm 3 requests, 0 cache hits" in out.stdout
+    records = [json.loads(line) for line in (tmp_path / "qa.jsonl").read_text().splitlines()]
+    assert records == [{"question": "text", "answer": "text"}] * 3
+    contents = sorted(b["messages"][0]["content"] for b in server.bodies)
+    assert contents == [
+        "Write 2 questions about owls.",
+        "Write 2 questions about tides.",
+        "Write 2 questions about volcanoes.",
+    ]
+    assert all(b["model"] == "gpt-4o-mini" and b["temperature"] == 0.5 for b in server.bodies)
+    assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in server.requests)
+
+    listed = json.loads(starfish("jobs", "list", "--json", cwd=tmp_path).stdout)
+    assert [j["name"] for j in listed] == ["generate"]
+    again = starfish(*args, "--json", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests) == 3  # every answer came from the cache
+    assert json.loads(again.stdout)["llm"]["cache_hits"] == 3
+
+
+def test_generate_setup_errors_come_before_any_request(make_server, tmp_path, monkeypatch):
+    server = make_server()
+    topics = write_topics(tmp_path / "topics.jsonl", ["a"])
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    base = ["generate", "--input", str(topics), "--no-progress"]
+    no_key = starfish(*base, "--model", "openai/gpt-4o-mini", "--prompt", "{{topic}}", cwd=tmp_path)
+    assert no_key.returncode == 2 and "OPENAI_API_KEY" in no_key.stderr
+    bad_var = starfish(
+        *base, "--model", "m", "--base-url", server.url, "--prompt", "{{subject}}", cwd=tmp_path
+    )
+    assert bad_var.returncode == 2
+    assert "{{subject}}" in bad_var.stderr and "columns: topic" in bad_var.stderr
+    bad_schema = starfish(
+        *base, "--model", "m", "--base-url", server.url, "--prompt", "{{topic}}",
+        "--schema", "q:text", cwd=tmp_path,
+    )  # fmt: skip
+    assert bad_schema.returncode == 2 and "type 'text'" in bad_schema.stderr
+    assert server.requests == []
