@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from starfish.data_factory import DataFactory
     from starfish.jobs import JobInfo
 
-__all__ = ["run"]
+__all__ = ["check_output", "run", "run_over_file"]
 
 
 def run(
@@ -115,7 +115,7 @@ def run(
 ) -> None:
     """Run TARGET once per row of --input, store the job, and print a summary."""
     if output is not None:
-        _check_output(output)
+        check_output(output)
     params = _parse_params(param or [])
     overrides = {
         "max_concurrency": max_concurrency,
@@ -174,7 +174,7 @@ def run_over_file(
     raise typer.Exit(code)
 
 
-def _check_output(output: Path) -> None:
+def check_output(output: Path) -> None:
     from starfish import io
 
     try:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = ["CALL", "JOB", "CallContext", "JobContext", "current_call", "current_job"]
+
 
 @dataclass
 class JobContext:
@@ -35,7 +37,7 @@ class CallContext:
 
 
 JOB: ContextVar[JobContext | None] = ContextVar("starfish_job", default=None)
-CALL: ContextVar[list | None] = ContextVar("starfish_call", default=None)
+CALL: ContextVar[list[Any] | None] = ContextVar("starfish_call", default=None)
 """`[index, attempt, seen]` of the worker's current call: one list per worker, set once in its
 task and overwritten per attempt (cheaper than a contextvar set per call); `seen` is None
 until the model layer needs it."""
