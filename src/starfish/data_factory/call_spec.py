@@ -29,6 +29,8 @@ from typing import Any
 
 from starfish.errors import ResumeError
 
+__all__ = ["SPEC_VERSION", "dump", "load", "origin"]
+
 logger = logging.getLogger("starfish")
 
 SPEC_VERSION = 2
@@ -44,7 +46,8 @@ class _FuncRef:
     def resolve(self) -> Callable[..., Any]:
         import importlib
 
-        return _attribute(importlib.import_module(self.module), self.qualname)
+        func: Callable[..., Any] = _attribute(importlib.import_module(self.module), self.qualname)
+        return func
 
 
 def _attribute(module: Any, qualname: str) -> Any:
@@ -160,7 +163,7 @@ def load(blob: bytes | None, job_id: str, reload: bool = False) -> dict[str, Any
     if where is not None:
         _put_on_sys_path(where["sys_path"])
     try:
-        payload = pickle.loads(outer["rest"])
+        payload: dict[str, Any] = pickle.loads(outer["rest"])
     except Exception as exc:
         raise ResumeError(f"cannot load job {job_id} for resume: {exc!r}") from exc
     if reload:

@@ -10,7 +10,9 @@ import logging
 import sys
 from typing import Any
 
-from starfish import telemetry
+from starfish.telemetry import service
+
+__all__ = ["platform_tag", "send_job_event"]
 
 logger = logging.getLogger("starfish")
 
@@ -53,6 +55,6 @@ def send_job_event(
             error_summary={str(k): int(v) for k, v in error_summary.items()},
             executor=str(config.get("executor", "local")),
         )
-        telemetry.capture_job_event(data)
+        service.capture_job_event(data)
     except Exception as exc:  # telemetry must never fail a job
         logger.debug("starfish: telemetry event not sent: %r", exc)

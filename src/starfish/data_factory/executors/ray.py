@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+__all__ = ["MAX_BATCH", "RayExecutor", "import_ray"]
 
 logger = logging.getLogger("starfish")
 
@@ -55,7 +58,8 @@ class _RemoteError(Exception):
 
 
 def _rebuild(type_name: str, message: str) -> BaseException:
-    return type(type_name, (_RemoteError,), {})(message)
+    remote: type[_RemoteError] = type(type_name, (_RemoteError,), {})
+    return remote(message)
 
 
 class _Worker:
@@ -119,7 +123,8 @@ class _Worker:
                 outcome = (pos, False, TimeoutError(f"took longer than {self.timeout}s"))
             else:
                 task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                # Python 3.10 cannot tell (no `Task.cancelling`): there, treat it as the batch's.
+                if sys.version_info < (3, 11) or (task is not None and task.cancelling()):
                     raise  # the batch itself was cancelled
                 outcome = (pos, False, _portable(exc))  # raised by the function itself
         except Exception as exc:
