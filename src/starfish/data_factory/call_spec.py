@@ -52,12 +52,10 @@ class _FuncRef:
 
 def _attribute(module: Any, qualname: str) -> Any:
     """`module.qualname`, unwrapped to the plain function when it is a `@data_factory`."""
-    from starfish.data_factory.factory import DataFactory
-
     obj: Any = module
     for part in qualname.split("."):
         obj = getattr(obj, part)
-    return obj.func if isinstance(obj, DataFactory) else obj
+    return obj.func if _is_factory(obj) else obj
 
 
 def _pickled_by_value(module: str) -> bool:
@@ -198,9 +196,8 @@ def _resolved(payload: dict[str, Any], job_id: str) -> dict[str, Any]:
 
 
 def _is_factory(obj: Any) -> bool:
-    from starfish.data_factory.factory import DataFactory
-
-    return isinstance(obj, DataFactory)
+    """A `@data_factory` object, known by its shape: this module sits below factory.py."""
+    return callable(getattr(obj, "with_options", None)) and callable(getattr(obj, "func", None))
 
 
 def _put_on_sys_path(entry: str) -> None:
