@@ -33,7 +33,8 @@ BENCH_KEY = "phc_benchLoopbackOnly"
 
 OURS = f"""
 import time
-from starfish.telemetry import TelemetryData, capture_job_event
+from starfish.telemetry import TelemetryData
+from starfish.telemetry.service import capture_job_event
 capture_job_event(TelemetryData(job_id={JOB_ID!r}, num_inputs=20, target_reached=True,
     config={{"max_concurrency": 50}}, error_summary={{"ValueError": 1}}))
 print(time.time(), flush=True)
@@ -71,8 +72,10 @@ def _quantiles(samples_ns: list[int]) -> dict[str, float]:
 
 def bench_capture(calls: int) -> dict[str, Any]:
     """Per-call cost on the caller's thread, telemetry on (dead endpoint) and off."""
-    from starfish.telemetry import JOB_EVENT, Event, TelemetryData, capture_job_event
+    from starfish.telemetry import Event, TelemetryData
     from starfish.telemetry import service as service_module
+    from starfish.telemetry.schema import JOB_EVENT
+    from starfish.telemetry.service import capture_job_event
 
     data = TelemetryData(
         job_id=JOB_ID,
@@ -122,7 +125,8 @@ def bench_capture(calls: int) -> dict[str, Any]:
 
 def bench_first_call(runs: int, env: dict[str, str]) -> dict[str, float]:
     code = (
-        "import time\nfrom starfish.telemetry import TelemetryData, capture_job_event\n"
+        "import time\nfrom starfish.telemetry import TelemetryData\n"
+        "from starfish.telemetry.service import capture_job_event\n"
         "d = TelemetryData(num_inputs=1)\nt = time.perf_counter_ns()\ncapture_job_event(d)\n"
         "print((time.perf_counter_ns() - t) / 1000)\n"
     )

@@ -5,6 +5,18 @@ built-in base it had before (`ValueError`, `KeyError`, `RuntimeError`), so code 
 against those keeps working.
 """
 
+__all__ = [
+    "HookError",
+    "InputError",
+    "JobNotFoundError",
+    "JobTerminated",
+    "OptionsError",
+    "OutputError",
+    "ResumeError",
+    "StarfishError",
+    "StorageError",
+]
+
 
 class StarfishError(Exception):
     """Base of every error Starfish raises on purpose."""
@@ -41,6 +53,9 @@ class ResumeError(StarfishError, RuntimeError):
 
 class StorageError(StarfishError, RuntimeError):
     """The job storage cannot be read or written (disk full, read-only, corrupt database)."""
+
+    reason: str | None = None
+    """The cause alone (`database or disk is full`), for the stored stop reason."""
 
 
 class JobTerminated(SystemExit):

@@ -113,10 +113,13 @@ def list_jobs() -> list[JobInfo]:
 def load_job(job_id: str) -> JobInfo:
     """The job with this id (or unique id prefix); `JobNotFoundError` if there is none."""
     storage, full_id = locate_job(job_id)
-    return _info(storage, storage.get_job(full_id), with_llm=True)
+    row = storage.get_job(full_id)
+    if row is None:  # deleted since it was found
+        raise JobNotFoundError(f"no job with id {job_id!r}")
+    return _info(storage, row, with_llm=True)
 
 
-def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict]:
+def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict[str, Any]]:
     """Stream a job's records with the given status, in input order, in constant memory."""
     storage, full_id = locate_job(job_id)
     return storage.iter_records(full_id, filter)
@@ -140,7 +143,7 @@ def delete_job(job_id: str) -> None:
     storage.delete_job(full_id)
 
 
-def resume_job(job_id: str, *, reload: bool = False, **overrides: Any) -> list[dict]:
+def resume_job(job_id: str, *, reload: bool = False, **overrides: Any) -> list[dict[str, Any]]:
     """Continue a stored job (see `data_factory.resume_from_checkpoint`)."""
     from starfish.data_factory.factory import resume_from_checkpoint
 

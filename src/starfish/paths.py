@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["ENV_VAR", "app_data_dir"]
+
 ENV_VAR = "STARFISH_LOCAL_STORAGE_DIR"
 
 

@@ -56,7 +56,7 @@ def test_workers_read_the_rows_back_in_windows_not_one_query_per_input() -> None
         return {"i": i, "tag": tag}
 
     n = 3 * _input_rows.CHUNK + 5
-    f._run_rows(
+    f.run_rows(
         stream_inputs(f.func, ("i",), (({"i": i}, None) for i in range(n)), {"tag": "t"}, True)
     )
     reader = f._inputs

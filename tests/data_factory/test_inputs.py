@@ -151,5 +151,5 @@ def test_streamed_rows_run_in_memory_storage_in_order_with_scalars():
 
     gen, _ = make(max_concurrency=4)
     rows = (({"city": f"c{i}"}, None) for i in range(50))
-    gen._run_rows(stream_inputs(gen.func, ("city",), rows, {"n": 2}))
+    gen.run_rows(stream_inputs(gen.func, ("city",), rows, {"n": 2}))
     assert gen.get_output_data() == [{"city": f"c{i}", "i": j} for i in range(50) for j in range(2)]

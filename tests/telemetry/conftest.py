@@ -17,7 +17,8 @@ JOB_ID = "0b9f6a36-6f5b-4d5e-9d0c-2f6e8e3a0a11"
 
 CAPTURE = """
 import sys
-from starfish.telemetry import TelemetryData, capture_job_event
+from starfish.telemetry import TelemetryData
+from starfish.telemetry.service import capture_job_event
 capture_job_event(TelemetryData(job_id={job_id!r}, target_reached=True, num_inputs={n},
     run_mode="normal", run_time_platform="python", library_version="0.2.0",
     config={{"batch_size": 1, "max_concurrency": 50}}, execution_time=1.5,

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from starfish.cli.telemetry import app
-from starfish.telemetry import JOB_EVENT, outbox
+from starfish.telemetry import outbox
+from starfish.telemetry.schema import JOB_EVENT
 from starfish.telemetry.service import NOTICE
 from starfish.telemetry.settings import choice_path
 from tests.conftest import TEST_API_KEY

@@ -107,7 +107,7 @@ def test_opt_out_variants_send_nothing(
 
 
 def test_the_parent_never_imports_posthog(receiver: PostHogReceiver) -> None:
-    code = capture_code() + "from starfish.telemetry import default_service\n"
+    code = capture_code() + "from starfish.telemetry.service import default_service\n"
     code += "default_service().flush()\nprint('posthog' in sys.modules)"
     proc = run_py(code)
     assert proc.stdout.strip() == "False"

@@ -273,7 +273,8 @@ def test_concurrent_processes_and_deliverers_send_every_event_exactly_once(
     code = textwrap.dedent(
         """
         import sys, time
-        from starfish.telemetry import TelemetryData, capture_job_event
+        from starfish.telemetry import TelemetryData
+        from starfish.telemetry.service import capture_job_event
         first = int(sys.argv[1])
         for n in range(first, first + 25):
             capture_job_event(TelemetryData(num_inputs=n))

@@ -20,15 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from starfish.telemetry import (
-    JOB_EVENT,
     AnalyticsConfig,
     AnalyticsService,
     Event,
     TelemetryData,
-    error_type_counts,
     outbox,
 )
 from starfish.telemetry._deliver import _complete
+from starfish.telemetry.schema import JOB_EVENT, error_type_counts
 from starfish.telemetry.transport import send
 from tests.openai_server import OpenAIServer
 from tests.posthog_receiver import PostHogReceiver

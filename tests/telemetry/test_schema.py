@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from starfish.telemetry import JOB_EVENT, Event, TelemetryConfig, TelemetryData
+from starfish.telemetry import Event, TelemetryConfig, TelemetryData
 from starfish.telemetry.schema import (
     CONFIG_FIELDS,
+    JOB_EVENT,
     LLM_PROVIDERS,
     MAX_ERROR_TYPES,
     clean_job,

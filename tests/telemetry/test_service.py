@@ -8,15 +8,14 @@ import sys
 import pytest
 
 from starfish.telemetry import (
-    JOB_EVENT,
     AnalyticsConfig,
     AnalyticsService,
     Event,
     TelemetryData,
-    capture_job_event,
     outbox,
 )
-from starfish.telemetry.service import default_service
+from starfish.telemetry.schema import JOB_EVENT
+from starfish.telemetry.service import capture_job_event, default_service
 from tests.telemetry.conftest import JOB_ID, app_dir
 
 
@@ -38,7 +37,8 @@ def test_capture_job_event_with_telemetry_off_does_nothing() -> None:
 def test_off_never_imports_posthog_nor_starts_a_thread() -> None:
     code = (
         "import sys, threading\n"
-        "from starfish.telemetry import TelemetryData, capture_job_event\n"
+        "from starfish.telemetry import TelemetryData\n"
+        "from starfish.telemetry.service import capture_job_event\n"
         "capture_job_event(TelemetryData(num_inputs=1))\n"
         "print(any(m.startswith('posthog') for m in sys.modules), threading.active_count())\n"
     )
@@ -157,7 +157,8 @@ def test_verbose_says_why_nothing_is_sent_when_off(capsys: pytest.CaptureFixture
 def test_verbose_prints_the_seed_line_for_a_sent_event(receiver) -> None:
     code = (
         "import os\n"
-        "from starfish.telemetry import AnalyticsConfig, AnalyticsService, Event, JOB_EVENT\n"
+        "from starfish.telemetry import AnalyticsConfig, AnalyticsService, Event\n"
+        "from starfish.telemetry.schema import JOB_EVENT\n"
         "svc = AnalyticsService(AnalyticsConfig(api_key=os.environ['STARFISH_TELEMETRY_API_KEY'],"
         " endpoint=os.environ['POSTHOG_HOST'], verbose=True, ci=True))\n"
         "svc.capture_event(Event(JOB_EVENT, {'num_inputs': 2}, client_id='c'))\n"

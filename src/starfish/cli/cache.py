@@ -8,11 +8,15 @@ import typer
 
 from starfish.cli._output import print_json
 
+__all__ = ["app"]
+
 app = typer.Typer(help="See and clear the cached model responses.", no_args_is_help=True)
 
 
 @app.command("info")
-def info(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False):
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
     """Where the cache is, how many responses it keeps and their size."""
     from starfish.llm.cache import cache_info
 

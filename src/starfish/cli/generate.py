@@ -10,6 +10,8 @@ import typer
 from starfish.cli._output import fail
 from starfish.cli.run import input_option
 
+__all__ = ["generate"]
+
 
 def generate(
     model: Annotated[
@@ -70,13 +72,13 @@ def generate(
     """Call a model once per row of --input and keep the records as a normal job
     (resumable, listed, exportable). The API key comes from the provider's variable
     (e.g. OPENAI_API_KEY), never from the command line."""
-    from starfish.cli.run import _check_output, run_over_file
+    from starfish.cli.run import check_output, run_over_file
     from starfish.data_factory import data_factory
     from starfish.llm import LLMConfigError
     from starfish.llm.generate import build, generate, parse_schema
 
     if output is not None:
-        _check_output(output)
+        check_output(output)
     if prompt.startswith("@"):
         try:
             prompt = Path(prompt[1:]).read_text()

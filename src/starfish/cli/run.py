@@ -6,7 +6,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -22,6 +22,12 @@ from starfish.cli._output import (
 )
 from starfish.cli._target import TargetError, load_target
 from starfish.errors import JobTerminated
+
+if TYPE_CHECKING:
+    from starfish.data_factory import DataFactory
+    from starfish.jobs import JobInfo
+
+__all__ = ["check_output", "run", "run_over_file"]
 
 
 def input_option(help: str) -> Any:
@@ -108,7 +114,7 @@ def run(
 ) -> None:
     """Run TARGET once per row of --input, store the job, and print a summary."""
     if output is not None:
-        _check_output(output)
+        check_output(output)
     params = _parse_params(param or [])
     overrides = {
         "max_concurrency": max_concurrency,
@@ -139,12 +145,14 @@ def run_over_file(
     info = _load_info(job_id)
     code = EXIT_FAILED_JOB if error is not None else exit_code_for(info) if info else 0
     records = _count_records(job_id) if as_json or info is None else None
-    export = output is not None and (records if info is None else info.counts["completed"]) > 0
-    written, problem = None, None
+    completed = info.counts["completed"] if info is not None else records or 0
+    export = output if output is not None and completed > 0 else None
+    written: int | None = None
+    problem: str | None = None
     if as_json:
-        if export:
-            written, problem = _export(job_id, output)
-        data = info.to_dict() if info is not None else {"job_id": job_id}
+        if export is not None and job_id is not None:
+            written, problem = _export(job_id, export)
+        data: dict[str, Any] = info.to_dict() if info is not None else {"job_id": job_id}
         data["records"] = records
         data["output"] = str(output) if written is not None else None
         print_json(data)
@@ -153,8 +161,9 @@ def run_over_file(
             print_summary(info)
         else:
             typer.echo(f"job {job_id}: {records} records (not stored: in-memory storage)")
-        if export:  # after the summary: whatever happens to the file, the job id is shown
-            written, problem = _export(job_id, output)
+        # After the summary: whatever happens to the file, the job id is shown.
+        if export is not None and job_id is not None:
+            written, problem = _export(job_id, export)
         if written is not None:
             typer.echo(f"wrote {written} records to {output}")
         elif info is not None and problem is None:  # else the error line says how
@@ -164,7 +173,7 @@ def run_over_file(
     raise typer.Exit(code)
 
 
-def _check_output(output: Path) -> None:
+def check_output(output: Path) -> None:
     from starfish import io
 
     try:
@@ -192,7 +201,7 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
-def _factory(target: str, overrides: dict[str, Any], show_progress: bool) -> Any:
+def _factory(target: str, overrides: dict[str, Any], show_progress: bool) -> DataFactory:
     """The DataFactory to run: TARGET itself with our overrides, or TARGET wrapped."""
     from starfish.data_factory import DataFactory, data_factory
 
@@ -286,7 +295,7 @@ def _check_columns(
 
 
 def _run(
-    gen: Any,
+    gen: DataFactory,
     names: tuple[str, ...],
     rows: Iterator[tuple[dict[str, Any], str | None]],
     params: dict[str, Any],
@@ -300,7 +309,7 @@ def _run(
         stream = stream_inputs(
             gen.func, names, rows, params, as_json=input_file.suffix.lower() != ".parquet"
         )
-        gen._run_rows(stream)
+        gen.run_rows(stream)
     except (InputError, io.DataFileError) as e:
         fail(str(e))
     except OutputError as e:
@@ -312,7 +321,7 @@ def _run(
     return gen.job_id, None
 
 
-def _load_info(job_id: str | None) -> Any:
+def _load_info(job_id: str | None) -> JobInfo | None:
     """The stored job, or None for a job that is not stored (`storage="in_memory"`)."""
     from starfish import jobs
 
@@ -330,7 +339,7 @@ def _count_records(job_id: str | None) -> int:
     return 0 if job_id is None else jobs.count_records(job_id)
 
 
-def _export(job_id: str | None, output: Path) -> tuple[int | None, str | None]:
+def _export(job_id: str, output: Path) -> tuple[int | None, str | None]:
     """Write the completed records to --output, streamed from storage: (count, None), or
     (None, what went wrong). The records stay stored either way."""
     from starfish import io, jobs

@@ -12,6 +12,8 @@ from starfish.telemetry import outbox
 from starfish.telemetry.identity import TelemetryConfig
 from starfish.telemetry.settings import choice_path, resolve, save_choice
 
+__all__ = ["app"]
+
 app = typer.Typer(help="See and change what telemetry sends.", no_args_is_help=True)
 
 

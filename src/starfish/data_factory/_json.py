@@ -9,7 +9,7 @@ Where it is missing (another Python), the plain encoder is used.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -17,10 +17,13 @@ def make_dumps() -> Callable[[Any], str]:
     from json import encoder
 
     plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-    if encoder.c_make_encoder is None or encoder.c_encode_basestring is None:
+    # Private, so not in typeshed's stubs; `None` in CPython without its C accelerator.
+    c_make_encoder = getattr(encoder, "c_make_encoder", None)
+    c_encode_basestring = getattr(encoder, "c_encode_basestring", None)
+    if c_make_encoder is None or c_encode_basestring is None:
         return plain.encode
-    make = encoder.c_make_encoder(
-        None, plain.default, encoder.c_encode_basestring, None, ":", ",", False, False, True
+    make: Callable[[Any, int], Iterable[str]] = c_make_encoder(
+        None, plain.default, c_encode_basestring, None, ":", ",", False, False, True
     )
     join = "".join
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = ["CALL", "JOB", "CallContext", "JobContext", "current_call", "current_job"]
+
 
 @dataclass
 class JobContext:
@@ -57,7 +59,7 @@ class CallContext:
 
 
 JOB: ContextVar[JobContext | None] = ContextVar("starfish_job", default=None)
-CALL: ContextVar[list | None] = ContextVar("starfish_call", default=None)
+CALL: ContextVar[list[Any] | None] = ContextVar("starfish_call", default=None)
 """`[index, attempt, seen, clock]` of the worker's current call: one list per worker, set once
 in its task and overwritten per attempt (cheaper than a contextvar set per call); `seen` is
 None until the model layer needs it, `clock` is the worker's deadline (None: no timeout)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from starfish.data_factory.call_spec import _FuncRef  # noqa: F401 - see below
 from starfish.errors import OptionsError, ResumeError
@@ -18,17 +18,22 @@ from starfish.errors import OptionsError, ResumeError
 # the name stays importable here so that they still resume.
 
 if TYPE_CHECKING:
-    from starfish.data_factory.inputs import InputSpec
+    from starfish.data_factory.inputs import InputSpec, RowStream
     from starfish.data_factory.job import JobResult
     from starfish.data_factory.options import Options
     from starfish.data_factory.state import JobState
     from starfish.data_factory.storage import Storage
 
+__all__ = ["DataFactory", "data_factory", "resume_from_checkpoint", "resume_stored_job"]
 
-def _run_sync(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+_T = TypeVar("_T")
+
+
+def _run_sync(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     from starfish.data_factory.running import run_sync
 
-    return run_sync(make)
+    result: _T = run_sync(make)
+    return result
 
 
 class DataFactory:
@@ -73,7 +78,7 @@ class DataFactory:
     def run(self, **kwargs: Any) -> list[dict[str, Any]]:
         """Run one input per zipped list position; return the completed records in input order."""
         inputs = self._build_inputs(kwargs)
-        return _run_sync(lambda: self._execute(self._options, inputs, "normal"))  # type: ignore[no-any-return]
+        return _run_sync(lambda: self._execute(self._options, inputs, "normal"))
 
     async def run_async(self, **kwargs: Any) -> list[dict[str, Any]]:
         """`run` for callers already inside an event loop."""
@@ -87,7 +92,7 @@ class DataFactory:
 
         full = self._build_inputs(kwargs)
         first = InputSpec(full.names, tuple(c[:1] for c in full.lists), full.scalars)
-        return _run_sync(  # type: ignore[no-any-return]
+        return _run_sync(
             lambda: self._execute(
                 self._options, first, "dry_run", storage=MemoryStorage(), remember=False
             )
@@ -102,7 +107,7 @@ class DataFactory:
             )
         return self._resume(self.job_id, self._inputs, self._storage, overrides)
 
-    def _run_rows(self, rows: Any) -> None:
+    def run_rows(self, rows: RowStream) -> None:
         """Run over a `RowStream` (the rows of an input file, see `inputs.stream_inputs`): the
         rows stream into storage and the records stay there, so memory stays flat."""
         _run_sync(lambda: self._execute(self._options, rows, "normal", collect=False))
@@ -121,7 +126,7 @@ class DataFactory:
                 "storage cannot change on resume: the job lives where it was stored."
             )
         options = self._options.replace(**overrides) if overrides else self._options
-        return _run_sync(  # type: ignore[no-any-return]
+        return _run_sync(
             lambda: self._execute(
                 options,
                 inputs,
@@ -140,7 +145,7 @@ class DataFactory:
     async def _execute(
         self,
         options: Options,
-        inputs: InputSpec,
+        inputs: InputSpec | RowStream,
         run_mode: str,
         storage: Storage | None = None,
         resume_id: str | None = None,
@@ -155,7 +160,7 @@ class DataFactory:
         result: JobResult = await execute(
             self.func,
             options,
-            inputs,
+            inputs,  # type: ignore[arg-type]  # execute takes a RowStream too; its hint says not
             run_mode,
             storage=storage,
             resume_id=resume_id,
@@ -198,7 +203,15 @@ class DataFactory:
         return write_records(path, storage.iter_records(job_id, filter))
 
 
-def data_factory(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+@overload
+def data_factory(func: Callable[..., Any], /, **options: Any) -> DataFactory: ...
+@overload
+def data_factory(
+    func: None = None, /, **options: Any
+) -> Callable[[Callable[..., Any]], DataFactory]: ...
+def data_factory(
+    func: Callable[..., Any] | None = None, /, **options: Any
+) -> DataFactory | Callable[[Callable[..., Any]], DataFactory]:
     """Decorate an async function: `@data_factory(max_concurrency=10)` or bare `@data_factory`.
 
     Options are validated here, so a bad value fails where it is written, not mid-job.

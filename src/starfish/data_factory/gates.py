@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from starfish.errors import OptionsError
 
+__all__ = ["Gate", "RateLimit", "parse_rate"]
+
 _UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
 _UNITS.update({"h": 3600.0, "hour": 3600.0})
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([a-z]+?)s?\s*$")

@@ -12,13 +12,26 @@ from typing import Any
 
 from starfish.errors import InputError
 
+__all__ = [
+    "InputSpec",
+    "RowStream",
+    "build_inputs",
+    "check_async",
+    "function_name",
+    "inputs_from_payload",
+    "is_async_callable",
+    "stream_inputs",
+]
+
 
 class InputSpec:
     """The job's inputs as column lists plus broadcast scalars."""
 
     __slots__ = ("_pairs", "lists", "names", "num_inputs", "scalars")
 
-    def __init__(self, names: tuple[str, ...], lists: tuple[list, ...], scalars: dict[str, Any]):
+    def __init__(
+        self, names: tuple[str, ...], lists: tuple[list[Any], ...], scalars: dict[str, Any]
+    ):
         self.names = names
         self.lists = lists
         self.scalars = scalars
@@ -69,7 +82,7 @@ class RowStream:
 
     def materialize(self) -> InputSpec:
         """The rows as column lists, for storage that is not a database (`in_memory`)."""
-        lists: tuple[list, ...] = tuple([] for _ in self.names)
+        lists: tuple[list[Any], ...] = tuple([] for _ in self.names)
         for row, _ in self.rows:
             for column, name in zip(lists, self.names, strict=True):
                 column.append(row[name])
@@ -81,17 +94,15 @@ class RowStream:
         """Stream the rows into `storage` as the inputs of the new job `job_id`; return the
         reader of the stored rows. If anything stops it, the job is deleted again: it has
         not started, and a half-loaded job is nothing to resume."""
-        from starfish.data_factory.storage._input_rows import StoredRows, store_rows
-
         try:
-            count = store_rows(storage.path, job_id, self.rows, self.as_json)
+            count = storage.store_input_rows(job_id, self.rows, self.as_json)
             if count == 0:
                 raise InputError("no inputs: the input file has no rows.")
         except BaseException:
             storage.delete_job(job_id)
             raise
         self.num_inputs = count
-        return StoredRows(storage.path, job_id, self.names, self.scalars, count)
+        return storage.input_rows(job_id, self.names, self.scalars, count)
 
 
 def stream_inputs(
@@ -115,12 +126,8 @@ def inputs_from_payload(payload: dict[str, Any], storage: Any, job_id: str) -> A
     """The inputs of a stored job, as its call spec describes them."""
     if not payload.get("stored_rows"):
         return InputSpec.from_payload(payload)
-    from starfish.data_factory.storage._input_rows import StoredRows
-
     num_inputs = (storage.get_job(job_id) or {}).get("num_inputs", 0)
-    return StoredRows(
-        storage.path, job_id, tuple(payload["names"]), dict(payload["scalars"]), num_inputs
-    )
+    return storage.input_rows(job_id, tuple(payload["names"]), dict(payload["scalars"]), num_inputs)
 
 
 def is_async_callable(func: Any) -> bool:

@@ -248,11 +248,11 @@ async def _execute(
         else:
             reason = "interrupted"
     elif runner.status in ("stopped", "failed"):
-        status, reason = runner.status, runner.stop_reason
+        status, reason = runner.status, runner.stop_reason or runner.status
     elif counts["completed"] == 0:
         status, reason = "failed", "no input completed"
     else:
-        status, reason = "completed", runner.stop_reason
+        status, reason = "completed", runner.stop_reason or "all inputs done"
     try:
         storage.finish_job(
             job_id,

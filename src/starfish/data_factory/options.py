@@ -12,6 +12,17 @@ from typing import Any
 
 from starfish.errors import OptionsError
 
+__all__ = [
+    "EXECUTORS",
+    "HOOK_OPTIONS",
+    "NAMES",
+    "STORAGES",
+    "Hook",
+    "Hooks",
+    "Options",
+    "hook_list",
+]
+
 Hook = Callable[..., Any]
 Hooks = Hook | list[Hook] | tuple[Hook, ...] | None
 

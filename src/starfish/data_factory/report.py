@@ -10,7 +10,9 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from starfish import telemetry
+from starfish.telemetry import service
+
+__all__ = ["llm_family", "platform_tag", "send_job_event"]
 
 if TYPE_CHECKING:
     from starfish.data_factory.context import JobContext
@@ -76,6 +78,6 @@ def send_job_event(
             llm_summary={k: int(llm.get(k, 0)) for k in LLM_COUNT_FIELDS} if llm else None,
             llm_provider=llm_family(context.llm_families) if context is not None else None,
         )
-        telemetry.capture_job_event(data)
+        service.capture_job_event(data)
     except Exception as exc:  # telemetry must never fail a job
         logger.debug("starfish: telemetry event not sent: %r", exc)

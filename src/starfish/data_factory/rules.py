@@ -17,6 +17,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+__all__ = [
+    "ALL",
+    "DEAD",
+    "RETRY_BASE_DELAY",
+    "RETRY_MAX_DELAY",
+    "CircuitBreaker",
+    "Decision",
+    "FatalError",
+    "Outcome",
+    "Retry",
+    "RetryThenDead",
+    "Rule",
+    "Stop",
+    "TargetCount",
+    "default_rules",
+]
+
 RETRY_BASE_DELAY = 0.02
 """Seconds before the first retry; doubled per attempt, with jitter of ±50 %."""
 RETRY_MAX_DELAY = 2.0
@@ -25,7 +42,7 @@ RETRY_MAX_DELAY = 2.0
 class Outcome(NamedTuple):
     """What one attempt at one input came to (a tuple: one is made per input)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing here calls
     attempt: int
     status: str  # completed | failed | filtered | duplicate
     error: BaseException | None = None

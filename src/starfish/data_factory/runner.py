@@ -107,7 +107,7 @@ class Runner:
         self._bare_completions = not (self._rules_for["completed"] or gates)
         # The records `run()` returns, by input, when this run is the whole job: handing back
         # the objects already in hand beats reading them back from storage.
-        self.records: list[dict | list | None] | None = (
+        self.records: list[dict[str, Any] | list[Any] | None] | None = (
             [None] * inputs.num_inputs if keep_records else None
         )
 
@@ -164,8 +164,9 @@ class Runner:
             self._save_state()
             await self.executor.close()
         for task in self._tasks:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # a bug in the runner or storage, not the user's function
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error  # a bug in the runner or storage, not the user's function
         if not self._stopping:
             self.stop_reason = "all inputs done"
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from starfish.errors import JobTerminated
 
+__all__ = ["run_sync"]
+
 Make = Callable[[], Coroutine[Any, Any, Any]]
 
 

@@ -20,6 +20,8 @@ from typing import Any
 from starfish.data_factory._json import dumps
 from starfish.errors import OptionsError
 
+__all__ = ["JobState", "check_initial_state", "encode_value"]
+
 
 def encode_value(key: Any, value: Any, where: str = "state") -> str:
     """`value` as stored JSON text; `OptionsError` naming `where[key]` and the fix if it is not."""

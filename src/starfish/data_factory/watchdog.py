@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
+__all__ = ["Watchdog"]
+
 
 class Watchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, slots: int) -> None:

@@ -13,6 +13,8 @@ import asyncio
 from collections import deque
 from collections.abc import Iterator
 
+__all__ = ["WorkQueue"]
+
 
 class WorkQueue:
     def __init__(self, pending: Iterator[int], loop: asyncio.AbstractEventLoop) -> None:

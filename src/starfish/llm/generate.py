@@ -43,4 +43,5 @@ def build(settings: dict[str, Any]) -> Any:
 
 async def generate(llm: dict[str, Any], **row: Any) -> list[dict[str, Any]]:
     """Render the prompt with the row's columns (and the broadcast values), return the records."""
-    return (await build(llm).run(**row)).data
+    records: list[dict[str, Any]] = (await build(llm).run(**row)).data
+    return records

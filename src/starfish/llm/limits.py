@@ -170,7 +170,7 @@ class Limiter:
         self.shift = 0.0  # total seconds of pauses so far: reservations move by as much
         self.rate_limited = 0
         self._peak = 0
-        self._waiters: deque[asyncio.Future] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     # the gate ------------------------------------------------------------------------------
     def _limit(self) -> float | None:

@@ -170,7 +170,8 @@ def _records_of(value: Any) -> list[Any]:
         return value
     if isinstance(value, dict):
         if isinstance(value.get("records"), list):
-            return value["records"]
+            records: list[Any] = value["records"]
+            return records
         lists = [v for v in value.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
         if len(value) == 1 and len(lists) == 1:
             return lists[0]

@@ -200,7 +200,7 @@ class StructuredLLM:
     def __copy__(self) -> StructuredLLM:
         return self  # settings only, and a shared limiter: a copy would be the same object
 
-    def __deepcopy__(self, memo: dict) -> StructuredLLM:
+    def __deepcopy__(self, memo: dict[int, Any]) -> StructuredLLM:
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -300,7 +300,7 @@ class StructuredLLM:
     # one request, with the limiter, retries, cache and counts ----------------------------
     async def _send(
         self, body: dict[str, Any], call: Any, mode: str | None = None
-    ) -> tuple[Any, bool, tuple]:
+    ) -> tuple[Any, bool, tuple[Any, ...]]:
         from starfish.llm.cache import cache_key, store_for
         from starfish.llm.cost import cost_usd
         from starfish.llm.transport import ConnectFailed, TransportFailed, post_json
@@ -422,7 +422,7 @@ class StructuredLLM:
                 f"the server at {self.base_url} answered HTTP {status}: {message}"
             )
 
-    async def _backoff(self, call: Any, failures: int, what: str, counts: dict) -> None:
+    async def _backoff(self, call: Any, failures: int, what: str, counts: dict[str, Any]) -> None:
         if failures > self.max_retries:
             if counts:
                 await self._count(call, counts)

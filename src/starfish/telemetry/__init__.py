@@ -6,22 +6,15 @@ See docs/telemetry.md for every field that can leave the machine.
 """
 
 from starfish.telemetry.identity import TelemetryConfig
-from starfish.telemetry.schema import JOB_EVENT, Event, TelemetryData, error_type_counts
-from starfish.telemetry.service import (
-    AnalyticsConfig,
-    AnalyticsService,
-    capture_job_event,
-    default_service,
-)
+from starfish.telemetry.schema import Event, TelemetryData
+from starfish.telemetry.service import AnalyticsConfig, AnalyticsService
 
+# What users call. The library's own entry points (`service.capture_job_event`,
+# `schema.JOB_EVENT`, ...) are imported from the module that owns them.
 __all__ = [
-    "JOB_EVENT",
     "AnalyticsConfig",
     "AnalyticsService",
     "Event",
     "TelemetryConfig",
     "TelemetryData",
-    "capture_job_event",
-    "default_service",
-    "error_type_counts",
 ]

@@ -19,6 +19,8 @@ from starfish.paths import app_data_dir
 if TYPE_CHECKING:
     from uuid import UUID
 
+__all__ = ["CONFIG_FILE", "TelemetryConfig"]
+
 CONFIG_FILE = ".starfish_config"
 
 _log = logging.getLogger(__name__)

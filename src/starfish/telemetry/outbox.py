@@ -16,12 +16,32 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+__all__ = [
+    "DELIVERY_LOCK",
+    "FILE_LOCK",
+    "LOG_FILE",
+    "MAX_LOG",
+    "MAX_OUTBOX",
+    "OUTBOX_FILE",
+    "OutboxWriter",
+    "after_fork_in_child",
+    "append_log",
+    "append_outbox",
+    "locked",
+    "read_log",
+    "read_outbox",
+    "release_delivery_lock",
+    "settle",
+    "try_delivery_lock",
+]
 
 OUTBOX_FILE = "telemetry_outbox.jsonl"
 LOG_FILE = "telemetry_log.jsonl"
@@ -34,25 +54,9 @@ MAX_LOG = 1000
 COMPACT_BYTES = 2 * 1024 * 1024
 
 
-_fcntl: Any = None  # the module once imported (not at import time: keep `import starfish` fast)
-
-
-def _posix_locks() -> Any:
-    """The fcntl module, or False on Windows."""
-    global _fcntl
-    if _fcntl is None:
-        try:
-            import fcntl
-
-            _fcntl = fcntl
-        except ImportError:
-            _fcntl = False
-    return _fcntl
-
-
+# The lock modules are imported where used, not at import time: keep `import starfish` fast.
 def _try_lock(fd: int) -> bool:
-    fcntl = _fcntl or _posix_locks()
-    if fcntl is False:  # Windows
+    if sys.platform == "win32":
         import msvcrt
 
         try:
@@ -60,6 +64,8 @@ def _try_lock(fd: int) -> bool:
             return True
         except OSError:
             return False
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -68,13 +74,14 @@ def _try_lock(fd: int) -> bool:
 
 
 def _unlock(fd: int) -> None:
-    fcntl = _fcntl or _posix_locks()
-    if fcntl is False:
+    if sys.platform == "win32":
         import msvcrt
 
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
         return
+    import fcntl
+
     fcntl.flock(fd, fcntl.LOCK_UN)
 
 
@@ -299,13 +306,14 @@ def release_delivery_lock(fd: int) -> None:
 
 def settle(
     directory: Path,
-    done: set[str],
+    done: set[str | None],
     log_entries: list[dict[str, Any]],
     timeout: float = 5.0,
 ) -> bool:
     """Remove delivered (or undeliverable) events by uuid and log what left, in one step.
 
-    Lines without a uuid (damaged, or foreign) go too: they could never be settled.
+    Lines without a uuid (damaged, or foreign) go too: they could never be settled. So `done`
+    may hold None (read from such a line): it asks for the rewrite without matching a line.
     """
     with locked(directory / FILE_LOCK, timeout) as ok:
         if not ok:

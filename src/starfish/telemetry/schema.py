@@ -14,6 +14,28 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeGuard
 
+__all__ = [
+    "CONFIG_FIELDS",
+    "CONTEXT_FIELDS",
+    "COUNT_FIELDS",
+    "ENVELOPE_FIELDS",
+    "EVENTS",
+    "EXECUTORS",
+    "JOB_EVENT",
+    "JOB_FIELDS",
+    "LLM_COUNT_FIELDS",
+    "LLM_PROVIDERS",
+    "MAX_ERROR_TYPES",
+    "SDK_FIELDS",
+    "WIRE_FIELDS",
+    "Event",
+    "TelemetryData",
+    "clean_job",
+    "clean_properties",
+    "clean_wire_properties",
+    "error_type_counts",
+]
+
 JOB_EVENT = "data_factory_job_complete"
 
 CONFIG_FIELDS = (

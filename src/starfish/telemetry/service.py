@@ -50,6 +50,8 @@ from starfish.telemetry.settings import (
     resolve,
 )
 
+__all__ = ["NOTICE", "AnalyticsConfig", "AnalyticsService", "capture_job_event", "default_service"]
+
 NOTICE_FILE = "telemetry_notice_shown"
 NOTICE = (
     "Starfish collects anonymous usage data after each job: its settings, counts, duration, "

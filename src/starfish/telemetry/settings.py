@@ -21,6 +21,24 @@ from pathlib import Path
 
 from starfish.paths import app_data_dir
 
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "MODES",
+    "NO_KEY_REASON",
+    "POSTHOG_API_KEY",
+    "TelemetrySettings",
+    "choice_path",
+    "config_dir",
+    "env_says_off",
+    "has_project_key",
+    "is_ci",
+    "os_name",
+    "resolve",
+    "save_choice",
+    "saved_choice",
+    "saved_choice_and_path",
+]
+
 DEFAULT_ENDPOINT = "https://us.i.posthog.com"
 PLACEHOLDER_API_KEY = "phc_starfishWriteOnlyProjectKeyPlaceholder0000000"
 # The project's write-only ("phc_") PostHog key: it can send events, never read them. A release

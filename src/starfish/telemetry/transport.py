@@ -12,6 +12,8 @@ from typing import Any
 
 from starfish.telemetry.schema import SDK_FIELDS, clean_wire_properties
 
+__all__ = ["TIMEOUT", "Undeliverable", "send", "silence_sdk"]
+
 # A read timeout bounds an endpoint that accepts and never answers; the deliverer is detached,
 # so this costs the user nothing, but it must not linger for minutes either.
 TIMEOUT = (3.0, 5.0)
@@ -38,7 +40,7 @@ def send(
 ) -> list[dict[str, Any]]:
     """Send one batch; return the messages exactly as they left. Raises when not acknowledged."""
     silence_sdk()
-    from posthog import Client
+    from posthog.client import Client
     from posthog.request import APIError, batch_post
 
     wire: list[dict[str, Any]] = []

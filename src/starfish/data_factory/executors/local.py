@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+__all__ = ["LocalExecutor"]
+
 
 class LocalExecutor:
-    def __init__(self, func: Callable[..., Any]) -> None:
+    def __init__(self, func: Callable[..., Awaitable[Any]]) -> None:
         self.func = func
 
     async def start(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,15 @@ CHUNK = 4096
 """Rows per insert transaction, and per window read back."""
 _SHIFT = 32
 _LOW = (1 << _SHIFT) - 1
-_scan = json.JSONDecoder().scan_once
+# Set by `JSONDecoder.__init__` but absent from typeshed's stubs.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _job(conn: sqlite3.Connection, job_id: str) -> int:
     row = conn.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     if row is None:
         raise KeyError(job_id)
-    return row[0]
+    return int(row[0])
 
 
 def store_rows(
@@ -46,9 +47,10 @@ def store_rows(
 
     On any error the rows stored so far stay: the caller deletes the job.
     """
-    from starfish.data_factory.storage.sqlite import _dumps, connect
+    from starfish.data_factory._json import dumps
+    from starfish.data_factory.storage.sqlite import connect
 
-    encode = _dumps if as_json else _pickle
+    encode = dumps if as_json else _pickle
     conn = connect(path)
     try:
         conn.executescript(SCHEMA)
@@ -123,7 +125,7 @@ class StoredRows:
             data = self._previous.get(index)
             if data is None:
                 data = self._fetch(index)
-        row = _scan(data, 0)[0] if type(data) is str else pickle.loads(data)
+        row: dict[str, Any] = _scan(data, 0)[0] if type(data) is str else pickle.loads(data)
         if not self.scalars:
             return row
         kw = self.scalars.copy()

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starfish.data_factory.state import JobState
 
+__all__ = ["COUNT_KEYS", "FILTERS", "JobWriter", "Progress", "Storage", "check_filter"]
+
 FILTERS = ("completed", "failed", "filtered", "duplicate")
 COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
 
@@ -68,12 +70,19 @@ class JobWriter(ABC):
     on_failure: Callable[[BaseException], None] | None = None
 
     @abstractmethod
-    def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
+    def input_done(
+        self, index: int, status: str, attempts: int, records: list[dict[str, Any]] | None
+    ) -> None:
         """`status` is `completed` (with records) or `dead` (records None)."""
 
     @abstractmethod
     def attempt(
-        self, index: int, attempt: int, status: str, records: list, error_type: str | None
+        self,
+        index: int,
+        attempt: int,
+        status: str,
+        records: list[dict[str, Any]],
+        error_type: str | None,
     ) -> None:
         """An attempt that did not complete: `failed`, `filtered` or `duplicate`."""
 
@@ -129,7 +138,7 @@ class Storage(ABC):
     def finish_job(self, job_id: str, fields: dict[str, Any]) -> None: ...
 
     @abstractmethod
-    def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]: ...
+    def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict[str, Any]]: ...
 
     def count_records(self, job_id: str) -> int:
         """How many completed records the job has (an input may return several)."""

@@ -15,6 +15,8 @@ import os
 import time
 from pathlib import Path
 
+__all__ = ["Lease", "acquire", "holder"]
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows

@@ -20,6 +20,8 @@ from starfish.errors import ResumeError
 if TYPE_CHECKING:
     from starfish.data_factory.state import JobState
 
+__all__ = ["MEMORY", "MemoryStorage"]
+
 
 class _MemJob:
     __slots__ = ("attempts", "meta", "outcomes", "seq", "spec", "state")
@@ -30,8 +32,12 @@ class _MemJob:
         self.spec = spec
         self.seq = seq
         # index -> (status, attempts, records); a list, so input order is free
-        self.outcomes: list[tuple | None] = [None] * meta["num_inputs"]
-        self.attempts: list[tuple] = []  # (index, attempt, status, error_type, records)
+        self.outcomes: list[tuple[str, int, list[dict[str, Any]] | None] | None] = [None] * meta[
+            "num_inputs"
+        ]
+        self.attempts: list[
+            tuple[int, int, str, str | None, list[dict[str, Any]]]
+        ] = []  # (index, attempt, status, error_type, records)
 
     def row(self) -> dict[str, Any]:
         return {**self.meta, "state": dict(self.state)}
@@ -111,7 +117,7 @@ class MemoryStorage(Storage):
         errors: dict[str, int] = {}
         for _, _, status, error_type, _ in job.attempts:
             counts[status] += 1
-            if status == "failed":
+            if status == "failed" and error_type is not None:  # always set for a failure
                 errors[error_type] = errors.get(error_type, 0) + 1
         return counts, errors
 
@@ -121,13 +127,13 @@ class MemoryStorage(Storage):
     def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
         self._job(job_id).meta.update(fields)
 
-    def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]:
+    def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict[str, Any]]:
         check_filter(filter)
         job = self._job(job_id)
         if filter == "completed":
             for outcome in job.outcomes:
                 if outcome is not None and outcome[0] == "completed":
-                    yield from outcome[2]
+                    yield from outcome[2] or ()
         else:
             for _, _, _, _, records in sorted(
                 (a for a in job.attempts if a[2] == filter), key=lambda a: (a[0], a[1])
@@ -163,11 +169,18 @@ class _MemWriter(JobWriter):
     def __init__(self, job: _MemJob) -> None:
         self._job = job
 
-    def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
+    def input_done(
+        self, index: int, status: str, attempts: int, records: list[dict[str, Any]] | None
+    ) -> None:
         self._job.outcomes[index] = (status, attempts, records)
 
     def attempt(
-        self, index: int, attempt: int, status: str, records: list, error_type: str | None
+        self,
+        index: int,
+        attempt: int,
+        status: str,
+        records: list[dict[str, Any]],
+        error_type: str | None,
     ) -> None:
         self._job.attempts.append((index, attempt, status, error_type, records))
 

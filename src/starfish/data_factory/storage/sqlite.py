@@ -25,7 +25,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,8 @@ from starfish.errors import ResumeError, StorageError
 
 if TYPE_CHECKING:
     from starfish.data_factory.state import JobState
+
+__all__ = ["SqliteStorage", "connect", "storage_error"]
 
 logger = logging.getLogger("starfish")
 
@@ -110,14 +112,15 @@ _LOW = (1 << _SHIFT) - 1
 
 
 _dumps = dumps
-_scan = json.JSONDecoder().scan_once
+# Set by `JSONDecoder.__init__` but absent from typeshed's stubs.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 _MAX_TEXT = 1_000_000_000
 """SQLite's default SQLITE_MAX_LENGTH in bytes: a longer value fails the whole transaction."""
 
 
-def _encode(records: list) -> str:
+def _encode(records: list[dict[str, Any]]) -> str:
     """One input's records as JSON text that SQLite will take, or an error for that input only.
 
     Checked here, per input, so that no record content can fail a batch commit (and with it
@@ -139,7 +142,7 @@ def _check_text(data: str) -> None:
         )
 
 
-def _encode_failure(records: list) -> str:
+def _encode_failure(records: list[dict[str, Any]]) -> str:
     """A failure's own record must always be storable: escape what UTF-8 cannot hold."""
     try:
         return _encode(records)
@@ -187,7 +190,7 @@ def storage_error(path: Path, exc: BaseException, action: str = "write") -> Stor
     """One line naming the file, the cause and the fix; `.reason` is the cause alone."""
     cause = " ".join(_cause(exc).split())
     error = StorageError(f"cannot {action} {path}: {cause}; {_fix(cause)}")
-    error.reason = cause  # type: ignore[attr-defined]
+    error.reason = cause
     return error
 
 
@@ -231,11 +234,15 @@ class SqliteStorage(Storage):
         return cls(app_data_dir() / "db" / "starfish.db")
 
     # connections -----------------------------------------------------------------------
-    def _db(self, create: bool = True) -> sqlite3.Connection | None:
+    def _existing_db(self) -> sqlite3.Connection | None:
+        """The connection, or None while the database file does not exist (reads create none)."""
+        if self._conn is None and not self.path.exists():
+            return None
+        return self._db()
+
+    def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             if not self.path.exists():
-                if not create:
-                    return None
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
@@ -282,7 +289,7 @@ class SqliteStorage(Storage):
         row = conn.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise KeyError(job_id)
-        return row[0]
+        return int(row[0])
 
     # jobs ------------------------------------------------------------------------------
     def create_job(self, meta: dict[str, Any], spec: Any) -> None:
@@ -347,6 +354,19 @@ class SqliteStorage(Storage):
             )
         return lease
 
+    # input rows (`starfish run --input FILE`, see _input_rows.py) ---------------------
+    def store_input_rows(
+        self, job_id: str, rows: Iterable[tuple[dict[str, Any], str | None]], as_json: bool
+    ) -> int:
+        """Stream `rows` in as the inputs of job `job_id`; return how many."""
+        return _input_rows.store_rows(self.path, job_id, rows, as_json)
+
+    def input_rows(
+        self, job_id: str, names: tuple[str, ...], scalars: dict[str, Any], num_inputs: int
+    ) -> _input_rows.StoredRows:
+        """The reader of job `job_id`'s stored input rows."""
+        return _input_rows.StoredRows(self.path, job_id, names, scalars, num_inputs)
+
     def is_live(self, job_id: str) -> bool:
         from starfish.data_factory.storage.lease import holder
 
@@ -354,7 +374,7 @@ class SqliteStorage(Storage):
 
     @_reading
     def get_job(self, job_id: str) -> dict[str, Any] | None:
-        conn = self._db(create=False)
+        conn = self._existing_db()
         if conn is None:
             return None
         row = conn.execute(
@@ -364,7 +384,7 @@ class SqliteStorage(Storage):
 
     @_reading
     def find_job_ids(self, prefix: str) -> list[str]:
-        conn = self._db(create=False)
+        conn = self._existing_db()
         if conn is None or not prefix:
             return []
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -375,7 +395,7 @@ class SqliteStorage(Storage):
 
     @_reading
     def list_jobs(self) -> list[dict[str, Any]]:
-        conn = self._db(create=False)
+        conn = self._existing_db()
         if conn is None:
             return []
         rows = conn.execute(
@@ -455,7 +475,7 @@ class SqliteStorage(Storage):
                 raise storage_error(self.path, exc) from None
 
     # reading records --------------------------------------------------------------------
-    def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict]:
+    def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict[str, Any]]:
         """Stream records in input order with a cursor on a private connection."""
         check_filter(filter)
         try:
@@ -463,7 +483,7 @@ class SqliteStorage(Storage):
         except sqlite3.Error as exc:
             raise storage_error(self.path, exc, "read") from None
 
-    def _iter_records(self, job_id: str, filter: str) -> Iterator[dict]:
+    def _iter_records(self, job_id: str, filter: str) -> Iterator[dict[str, Any]]:
         conn = connect(self.path)
         try:
             jid = self._jid(conn, job_id)
@@ -491,7 +511,7 @@ class SqliteStorage(Storage):
         (n,) = _finished_inputs(
             conn, self._jid(conn, job_id), "completed", "coalesce(sum(json_array_length(data)), 0)"
         ).fetchone()
-        return n
+        return int(n)
 
     @_reading
     def indices(self, job_id: str, filter: str = "completed") -> list[int]:
@@ -539,7 +559,7 @@ def _json_column(value: Any) -> str | None:
         return None
 
 
-def _row_to_job(conn: sqlite3.Connection, row: tuple) -> dict[str, Any]:
+def _row_to_job(conn: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, Any]:
     job = dict(zip(_JOB_COLUMNS, row[1:], strict=True))
     for c in _JSON_COLUMNS:
         job[c] = json.loads(job[c]) if job[c] else None
@@ -585,13 +605,15 @@ class _SqliteWriter(JobWriter):
         self._base = jid << _SHIFT
         self._batch_size = batch_size
         self._loop = asyncio.get_running_loop()
-        self._inputs: list[tuple] = []
-        self._attempts: list[tuple] = []
+        self._inputs: list[tuple[int, str, int, str | None]] = []
+        self._attempts: list[tuple[int, int, int, str, str | None, str]] = []
         self._state: dict[str, str] = {}
         self._scheduled = False
         self._error: BaseException | None = None
 
-    def input_done(self, index: int, status: str, attempts: int, records: list | None) -> None:
+    def input_done(
+        self, index: int, status: str, attempts: int, records: list[dict[str, Any]] | None
+    ) -> None:
         if records is None:
             data = None
         else:  # _encode inlined: this runs once per input
@@ -603,7 +625,12 @@ class _SqliteWriter(JobWriter):
             self._schedule()
 
     def attempt(
-        self, index: int, attempt: int, status: str, records: list, error_type: str | None
+        self,
+        index: int,
+        attempt: int,
+        status: str,
+        records: list[dict[str, Any]],
+        error_type: str | None,
     ) -> None:
         data = _encode_failure(records) if status == "failed" else _encode(records)
         self._attempts.append((self._jid, index, attempt, status, error_type, data))
