@@ -136,7 +136,8 @@ def test_no_model_name_base_url_prompt_or_key_reaches_the_receiver(
     """A real job calling two models (one by base_url=, one by the provider table's variable)
     with the secret in their model names, base URLs, prompts and key: only counts and a
     provider word leave the machine."""
-    from starfish import StructuredLLM, data_factory, telemetry
+    from starfish import StructuredLLM, data_factory
+    from starfish.telemetry import service
 
     wire_receiver.requests.clear()
     wire_receiver.raw_bodies.clear()
@@ -145,7 +146,7 @@ def test_no_model_name_base_url_prompt_or_key_reaches_the_receiver(
     svc = AnalyticsService(AnalyticsConfig(api_key="phc_test", endpoint=wire_receiver.url))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(svc, "_signal", lambda: None)  # no background delivery: sent below
-        mp.setattr(telemetry, "capture_job_event", svc.capture_job)
+        mp.setattr(service, "capture_job_event", svc.capture_job)
         mp.setenv("VLLM_BASE_URL", base)
         by_table = StructuredLLM(
             f"vllm/{secret}", prompt="About {{topic}}.", api_key=key, cache=False
