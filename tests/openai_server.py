@@ -267,7 +267,7 @@ class OpenAIServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._handle)
         # Any path before /v1 too: tests put secrets in a base URL and check where they go.
-        app.router.add_post("/{prefix:.+}/v1/chat/completions", self._handle)
+        app.router.add_post(r"/{prefix:[\s\S]+}/v1/chat/completions", self._handle)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
