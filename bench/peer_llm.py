@@ -1,10 +1,10 @@
 """starfish-core 0.1.3's `StructuredLLM` (litellm) against the loopback OpenAI server.
 
 Run by bench/bench_llm.py with the peer's own python (bench/peer/.venv, see bench/peer.py),
-never ours: the peer installs a package also named `starfish`. This is the plain path
-a user writes outside a job: `await llm.run(...)` under
-`asyncio.gather` with a semaphore of `--concurrency`, the same shape as our `StructuredLLM.run()`
-row. Prints one line, `BENCH {json}`, last (litellm logs freely).
+never ours: the peer installs a package also named `starfish`. This is the plain path a user
+writes outside a job: `await llm.run(...)` under `asyncio.gather` with a semaphore of
+`--concurrency`, the same shape as our `StructuredLLM.run()` row. Prints one line,
+`BENCH {json}`, last (litellm logs freely).
 
 The peer sends no `response_format`; it writes its schema instructions into the prompt, which
 our server does not read. So the prompt also carries the server's `JSON schema:` marker with
