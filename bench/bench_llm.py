@@ -372,7 +372,12 @@ def main() -> None:
             "",
             f"Ours vs the peer: `{ours}` did **{rate[ours] / rate[PEER]:.1f}x** the peer's "
             f"calls/s (target >= 10x); in a job, {rate[JOB] / rate[PEER]:.1f}x. "
-            f"The peer's client CPU per call was {cpu_call[PEER] / cpu_call[ours]:.1f}x ours.",
+            f"The peer's client CPU per call was {cpu_call[PEER] / cpu_call[ours]:.1f}x ours. "
+            f"That CPU caps one process near {1 / cpu_call[PEER]:,.0f} calls/s for the peer "
+            f"(it reached {rate[PEER]:,.0f}: it is CPU-bound) and near {1 / cpu_call[ours]:,.0f} "
+            "for ours, which is held back by the 20 ms latency at 200 in flight (at most "
+            f"{args.concurrency / 0.02:,.0f} calls/s) and by what else runs on the machine; so "
+            "the wall ratio moves with the load of the moment, the CPU ratio much less.",
         ]
     lines += [
         "",
