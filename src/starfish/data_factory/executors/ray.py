@@ -249,13 +249,11 @@ class RayExecutor:
         items = [item for item in self._queue if not item.future.done()]
         self._queue = []
         while items:
-            share = -(-len(items) // len(self._actors))
-            for slot in sorted(self._load, key=self._load.__getitem__):
-                batch, items = items[: min(share, MAX_BATCH)], items[min(share, MAX_BATCH) :]
-                if batch:
-                    self._send(slot, batch)
-                if not items:
-                    break
+            # Fill the least-loaded actor first: every Ray call costs a round trip (about
+            # 4.5 ms here), so fewer, fuller batches beat an even split of each flush.
+            slot = min(self._load, key=self._load.__getitem__)
+            batch, items = items[:MAX_BATCH], items[MAX_BATCH:]
+            self._send(slot, batch)
 
     def _send(self, slot: int, batch: list[_Item]) -> None:
         assert self._loop is not None
