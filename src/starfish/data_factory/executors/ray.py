@@ -5,7 +5,7 @@ within `FLUSH_DELAY` go out together, split into one batch per actor: a Ray
 call costs about 0.7 ms, so unbatched calls cap a job at about 1,400 calls/s, while batches of
 50 keep 2,000 x 10 ms sleeps at concurrency 100 within 1.5x of ideal. Each actor runs its batch's
 items concurrently on its own loop and streams one outcome per item back as it finishes (a Ray
-streaming generator; outcomes finished within `COALESCE` travel together), never raising.
+streaming generator; outcomes finished in the same turn of its loop travel together), never raising.
 
 The driver's watchdog keeps the per-call deadline (the runner awaits each item's future and
 cancels it when late); the actor applies the same timeout to the item so a late call does not
@@ -36,9 +36,10 @@ FLUSH_DELAY = 0.003
 every actor's share of the calls in flight). Results come back in dribs, and sending each
 drib at once made batches of 2-3 items: 2,000 x 10 ms sleeps at concurrency 100 took 7x ideal
 here; gathering made batches of 25-50 (2.5x ideal on a loaded machine, bench/bench_ray.py)."""
-COALESCE = 0.001
+COALESCE = 0.0
 """Seconds an actor waits, once an item of a batch finished, for others that finish with it:
-they stream back together. Longer waits made fewer, later answers (5 ms: 2.7x ideal)."""
+they stream back together. 0 still waits one turn of the actor's loop, which gathers the calls
+that end together; waiting longer made fewer, later answers (1 ms: 2.2x ideal, 5 ms: 2.7x)."""
 
 _LOST = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError")
 
