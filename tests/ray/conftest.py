@@ -1,6 +1,6 @@
 """Ray tests: one Ray instance per session, inside a network namespace with only loopback.
 
-`tests/ray/run.sh` (run by `make test`) starts pytest inside `unshare -n`. Anywhere else these
+`make test-ray` (run by `make test`) starts pytest inside `unshare -n`. Anywhere else these
 tests are skipped with that reason: Ray would probe outside addresses and bind every interface.
 Inside the namespace nothing but loopback exists, so the socket guard of tests/conftest.py is
 replaced here by a check of the namespace itself (Ray resolves the host name, which the guard
@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("STARFISH_IN_LOOPBACK_NAMESPACE") == "1" and _only_loopback():
         return
     skip = pytest.mark.skip(
-        reason="Ray tests run only inside a loopback-only network namespace: tests/ray/run.sh "
+        reason="Ray tests run only inside a loopback-only network namespace: `make test-ray` "
         "(called by `make test`) starts them under `unshare -n`"
     )
     for item in items:
