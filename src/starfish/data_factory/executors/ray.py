@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-__all__ = ["MAX_BATCH", "RayExecutor", "import_ray"]
+__all__ = ["MAX_BATCH", "RayExecutor"]
 
 logger = logging.getLogger("starfish")
 
@@ -167,24 +167,11 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        from starfish.errors import OptionsError
-
-        raise OptionsError(
-            "executor='ray' needs Ray, which is not installed: pip install 'starfish[ray]'."
-        ) from exc
-    return ray
-
-
 class RayExecutor:
     def __init__(self, func: Callable[..., Any], timeout: float | None, concurrency: int) -> None:
         self.func = func
         self.timeout = timeout
         self.concurrency = concurrency
-        self.actors_replaced = 0
         self.startup_seconds = 0.0
         self._ray: Any = None
         self._owns_ray = False
@@ -203,7 +190,10 @@ class RayExecutor:
         import cloudpickle
 
         started = time.monotonic()
-        ray = self._ray = import_ray()
+        import ray as ray_module  # present: Options checked it at decoration
+
+        ray: Any = ray_module  # Ray's API is only partly typed
+        self._ray = ray
         self._loop = asyncio.get_running_loop()
         self._blob = cloudpickle.dumps(self.func)
         if not ray.is_initialized():
@@ -298,7 +288,6 @@ class RayExecutor:
     def _replace(self, slot: int, dead: Any, batch: list[_Item]) -> None:
         """A lost actor: start another in its slot and send its items in flight again."""
         if self._actors[slot] is dead:
-            self.actors_replaced += 1
             logger.warning("starfish: a Ray worker was lost; starting another, resending items")
             self._actors[slot] = self._spawn()
         again = [item for item in batch if not item.future.done()]
