@@ -88,6 +88,8 @@ def schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
         return fmt["json_schema"]["schema"]
+    if fmt.get("type") == "json_object" and isinstance(fmt.get("schema"), dict):
+        return fmt["schema"]  # llama.cpp's form: json_object constrained to a schema
     for message in body.get("messages", []):
         content = str(message.get("content") or "")
         if SCHEMA_MARKER in content:
@@ -115,6 +117,8 @@ class OpenAIServer:
         limit_headers: bool = False,
         reject_formats: tuple[str, ...] = (),
         reply: Any = None,
+        serial: bool = False,
+        reject_status: int = 400,
     ) -> None:
         self.latency = latency
         self.requests_bucket = Bucket(rpm) if rpm else None
@@ -122,6 +126,12 @@ class OpenAIServer:
         self.rpm, self.tpm = rpm, tpm
         self.limit_headers = limit_headers
         self.reject_formats = set(reject_formats)
+        self.reject_status = reject_status  # llama-cpp-python refuses json_schema with a 500
+        self.serial = serial  # answer one request at a time, queueing the rest (llama.cpp)
+        self.queued = 0  # requests waiting for the one being answered (serial)
+        self.peak_queued = 0
+        self.abandoned = 0  # queued requests whose client left before their turn
+        self._turn: asyncio.Lock | None = None
         self.reply = reply or default_reply
         self.requests: list[dict[str, Any]] = []  # every request received, in order
         self.bucket_rejections = 0  # 429s sent because a bucket was exceeded
@@ -178,6 +188,29 @@ class OpenAIServer:
         return web.json_response(body, status=status, headers=headers)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not self.serial:
+            return await self._counted(request)
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        waits = self._turn.locked()
+        if waits:
+            self.queued += 1
+            self.peak_queued = max(self.peak_queued, self.queued)
+        try:
+            await self._turn.acquire()
+        finally:
+            if waits:
+                self.queued -= 1
+        try:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                self.abandoned += 1  # as llama-cpp-python: a request nobody awaits is skipped
+                return web.Response(status=499)
+            return await self._counted(request)
+        finally:
+            self._turn.release()
+
+    async def _counted(self, request: web.Request) -> web.StreamResponse:
         self.active += 1
         self.peak_active = max(self.peak_active, self.active)
         try:
@@ -209,8 +242,12 @@ class OpenAIServer:
                 fault.get("code"),
             )
         fmt = (body.get("response_format") or {}).get("type")
-        if fmt in self.reject_formats:
-            return self._error(400, f"response_format type {fmt!r} is not supported")
+        if fmt == "json_object" and "schema" in body["response_format"]:
+            fmt = "json_object_schema"
+        if fmt in self.reject_formats or (
+            fmt == "json_object_schema" and "json_object" in self.reject_formats
+        ):
+            return self._error(self.reject_status, f"response_format type {fmt!r} is not supported")
         p_tokens = prompt_tokens(body.get("messages", []))
         content = fault.get("content")
         if content is None:

@@ -19,11 +19,11 @@ def _fresh_llm_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(structured, "RETRY_BASE_DELAY", 0.02)
     limits.reset_limiters()
-    structured._modes.clear()
+    structured._refused.clear()
     structured._unreachable.clear()
     yield
     limits.reset_limiters()
-    structured._modes.clear()
+    structured._refused.clear()
     structured._unreachable.clear()
     for store in cache._stores.values():
         store.close()

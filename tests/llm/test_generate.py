@@ -48,7 +48,10 @@ def test_generate_end_to_end_then_a_re_run_is_free(make_server, tmp_path):
     assert "wrote 3 records to qa.jsonl" in out.stdout
     assert "  llm 3 requests, 0 cache hits" in out.stdout
     records = [json.loads(line) for line in (tmp_path / "qa.jsonl").read_text().splitlines()]
-    assert records == [{"question": "text", "answer": "text"}] * 3
+    # Each record keeps the input row it came from.
+    assert sorted(records, key=lambda r: r["topic"]) == [
+        {"topic": t, "question": "text", "answer": "text"} for t in ("owls", "tides", "volcanoes")
+    ]
     contents = sorted(b["messages"][0]["content"] for b in server.bodies)
     assert contents == [
         "Write 2 questions about owls.",
@@ -84,3 +87,45 @@ def test_generate_setup_errors_come_before_any_request(make_server, tmp_path, mo
     )  # fmt: skip
     assert bad_schema.returncode == 2 and "type 'text'" in bad_schema.stderr
     assert server.requests == []
+
+
+def test_generate_takes_the_json_list_schema_a_key_variable_and_a_mode(make_server, tmp_path):
+    server = make_server()
+    topics = write_topics(tmp_path / "topics.jsonl", ["tides"])
+    schema = json.dumps([{"name": "question", "type": "str"}, {"name": "topic", "type": "str"}])
+    (tmp_path / "schema.json").write_text(schema)
+    base = [
+        "generate", "--model", "m", "--base-url", server.url, "--prompt", "{{topic}}",
+        "--input", str(topics), "--output", "out.jsonl", "--no-progress",
+    ]  # fmt: skip
+    out = starfish(
+        *base, "--schema", schema, "--api-key-env", "MY_PROXY_KEY",
+        "--structured-output", "json_object", cwd=tmp_path, env={"MY_PROXY_KEY": KEY},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    [request] = server.requests
+    assert request["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert request["body"]["response_format"]["type"] == "json_object"
+    assert "structured output json_object (1 answers)" in out.stdout
+    # A record field named like an input column keeps both: the input's is prefixed.
+    [record] = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert record == {"input_topic": "tides", "question": "text", "topic": "text"}
+    import os
+
+    stored = Path(os.environ["STARFISH_LOCAL_STORAGE_DIR"])
+    assert [p for p in stored.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()] == []
+
+    from_file = starfish(
+        *base, "--schema", "@schema.json", "--no-input-columns", "--temperature", "0.1",
+        cwd=tmp_path, env={"MY_PROXY_KEY": KEY},
+    )  # fmt: skip
+    assert from_file.returncode == 0, from_file.stderr
+    [record] = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert record == {"question": "text", "topic": "text"}
+    assert "Authorization" not in server.requests[-1]["headers"]
+
+    unset = starfish(*base, "--api-key-env", "NOT_SET_ANYWHERE", cwd=tmp_path)
+    assert unset.returncode == 2 and "NOT_SET_ANYWHERE is not set" in unset.stderr
+    bad_mode = starfish(*base, "--schema", schema, "--structured-output", "grammar", cwd=tmp_path)
+    assert bad_mode.returncode == 2 and "structured_output must be one of" in bad_mode.stderr
+    assert len(server.requests) == 2

@@ -266,7 +266,7 @@ def test_a_re_run_in_a_new_process_skips_an_unsupported_mode_without_asking(make
     first = make_job(llm).run(topic=["a", "b", "c"])
     sent = len(server.requests)
     assert sent == 4  # one 400 for json_schema, then json_object for each input
-    structured._modes.clear()  # what a new process knows
+    structured._refused.clear()  # what a new process knows
     again = make_job(llm).run(topic=["a", "b", "c"])
     assert again == first and len(server.requests) == sent
 

@@ -83,7 +83,8 @@ def test_429_halves_the_in_flight_cap_and_successes_grow_it_back():
 
     async def scenario():
         tickets = [await limiter.acquire() for _ in range(1)]
-        limiter.release(tickets[0], status=200)  # answered: no probe limit any more
+        # answered, with limits stated: no probe limit any more
+        limiter.release(tickets[0], headers={"x-ratelimit-limit-requests": "1000000"}, status=200)
         tickets = [await limiter.acquire() for _ in range(16)]
         limiter.release(tickets.pop(), headers={"retry-after-ms": "10"}, status=429)
         assert limiter.cap == 8

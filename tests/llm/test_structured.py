@@ -145,7 +145,7 @@ def test_schema_in_prompt_when_no_response_format_is_accepted(make_server):
     resp = asyncio.run(make_llm(server).run(n=1, topic="a"))
     assert resp.data == [{"question": "text", "answer": "text"}]
     assert "response_format" not in server.bodies[-1]
-    assert len(server.bodies) == 3
+    assert len(server.bodies) == 4  # json_schema, json_object with the schema, without, none
 
 
 @pytest.mark.parametrize(

@@ -76,13 +76,22 @@ def counts_line(counts: dict[str, int]) -> str:
     return "  ".join(f"{name} {counts.get(name, 0)}" for name in COUNT_KEYS)
 
 
+STRUCTURED_MODES = ("json_schema", "json_object", "prompt")
+
+
 def llm_line(llm: dict[str, Any]) -> str:
     cost = llm.get("cost_usd")
+    modes = ", ".join(
+        f"{mode} ({llm[f'answers_{mode}']} answers)"
+        for mode in STRUCTURED_MODES
+        if llm.get(f"answers_{mode}")
+    )
     return (
         f"{llm['requests']} requests, {llm['cache_hits']} cache hits, "
         f"{llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens, "
         f"{llm['rate_limited']} rate-limited, {llm['retries']} retries, "
         f"cost {'unknown' if cost is None else usd(cost)}"
+        + (f", structured output {modes}" if modes else "")
     )
 
 

@@ -41,10 +41,20 @@ def generate(
         typer.Option(
             metavar="NAME:TYPE,...",
             help="Fields of each record, e.g. 'question:str,answer:str' (types: str, int, "
-            "float, bool, list, dict). Without it each record is {'text': ...}.",
+            'float, bool, list, dict), or the JSON list form \'[{"name": "question", '
+            '"type": "str"}, ...]\' (@path reads it from a file). Without it each record '
+            "is {'text': ...}.",
             show_default=False,
         ),
     ] = None,
+    structured_output: Annotated[
+        str,
+        typer.Option(
+            metavar="MODE",
+            help="How the schema is asked for: auto (the best the server accepts), "
+            "json_schema, json_object or prompt.",
+        ),
+    ] = "auto",
     num_records: Annotated[
         int | None,
         typer.Option(min=1, metavar="N", help="Given to the prompt as {{num_records}}."),
@@ -52,6 +62,15 @@ def generate(
     base_url: Annotated[
         str | None,
         typer.Option(metavar="URL", help="Any OpenAI-compatible server.", show_default=False),
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            metavar="VAR",
+            help="Send the key held in this environment variable (for a --base-url server or "
+            "proxy that wants one). The key itself never goes on the command line.",
+            show_default=False,
+        ),
     ] = None,
     rpm: Annotated[
         float | None,
@@ -64,6 +83,14 @@ def generate(
     temperature: Annotated[float | None, typer.Option(metavar="T")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, metavar="N")] = None,
     max_concurrency: Annotated[int, typer.Option(min=1, metavar="N")] = 20,
+    input_columns: Annotated[
+        bool,
+        typer.Option(
+            "--input-columns/--no-input-columns",
+            help="Keep the input row's columns on each record (input_NAME where a record "
+            "field has the same name).",
+        ),
+    ] = True,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the job as JSON on stdout.")
@@ -71,7 +98,7 @@ def generate(
 ) -> None:
     """Call a model once per row of --input and keep the records as a normal job
     (resumable, listed, exportable). The API key comes from the provider's variable
-    (e.g. OPENAI_API_KEY), never from the command line."""
+    (e.g. OPENAI_API_KEY) or from --api-key-env VAR, never from the command line."""
     from starfish.cli.run import check_output, run_over_file
     from starfish.data_factory import data_factory
     from starfish.llm import LLMConfigError
@@ -90,6 +117,10 @@ def generate(
     if max_tokens is not None:
         model_kwargs["max_tokens"] = max_tokens
     settings: dict[str, Any] = {"model_name": model, "prompt": prompt, "base_url": base_url}
+    if structured_output != "auto":
+        settings["structured_output"] = structured_output
+    if api_key_env is not None:
+        settings["api_key_env"] = api_key_env
     if model_kwargs:
         settings["model_kwargs"] = model_kwargs
     if rpm is not None:
@@ -98,6 +129,11 @@ def generate(
         settings["tpm"] = tpm
     try:
         if schema is not None:
+            if schema.startswith("@"):
+                try:
+                    schema = Path(schema[1:]).read_text()
+                except OSError as e:
+                    fail(f"--schema {schema}: {e.strerror or e}")
             settings["output_schema"] = parse_schema(schema)
         llm = build(settings)  # every setup error here, before any row runs
     except LLMConfigError as e:
@@ -107,13 +143,17 @@ def generate(
     def check_columns(names: tuple[str, ...]) -> None:
         missing = sorted(llm.variables - {*names, *params})
         if missing:
+            hint = " (give it with --num-records N)" if "num_records" in missing else ""
             fail(
                 f"--prompt uses {', '.join('{{' + m + '}}' for m in missing)} but {input_file} "
-                f"has no such column (columns: {', '.join(names) or 'none'})"
+                f"has no such column (columns: {', '.join(names) or 'none'}){hint}"
             )
         if "llm" in names:
             fail(f"{input_file}: a column cannot be named 'llm' (generate uses that name)")
+        if input_columns:
+            params["llm"]["columns"] = list(names)
 
-    params["llm"] = settings  # one dict for every row
+    # One dict for every row; the columns to keep are known once the file is open.
+    params["llm"] = {"settings": settings, "columns": []}
     gen = data_factory(max_concurrency=max_concurrency, show_progress=not no_progress)(generate)
     run_over_file(gen, input_file, params, output, as_json, check_columns)

@@ -12,6 +12,7 @@ the job storage. Outside a job there is no input index to key by, so nothing is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -29,7 +30,12 @@ COUNT_KEYS = (
     "retries",
     "reasks",
     "cost_usd",
+    "answers_json_schema",
+    "answers_json_object",
+    "answers_prompt",
 )
+_ADDED = ("answers_json_schema", "answers_json_object", "answers_prompt")
+"""Columns newer than the table: added to a database made by an earlier version."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS llm_cache (
@@ -46,7 +52,10 @@ CREATE TABLE IF NOT EXISTS llm_counts (
     rate_limited INTEGER NOT NULL DEFAULT 0,
     retries INTEGER NOT NULL DEFAULT 0,
     reasks INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL
+    cost_usd REAL,
+    answers_json_schema INTEGER NOT NULL DEFAULT 0,
+    answers_json_object INTEGER NOT NULL DEFAULT 0,
+    answers_prompt INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -65,9 +74,22 @@ def cache_key(base_url: str, payload: bytes, index: int, attempt: int, occurrenc
 
 
 def _text(response: Any) -> str:
+    """An answer as stored: the body text as received, or a value made here, as JSON."""
+    if isinstance(response, str):
+        return response
     if isinstance(response, bytes):
-        return response.decode()
+        return response.decode("utf-8", "replace")
     return json.dumps(response, separators=(",", ":"))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(llm_counts)")}
+    for column in _ADDED:
+        if column not in have:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process was first
+                conn.execute(
+                    f"ALTER TABLE llm_counts ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                )
 
 
 @dataclass
@@ -88,6 +110,7 @@ class ResponseStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        _migrate(self._conn)
         self._lock = threading.Lock()
         self._batches: dict[Any, _Batch] = {}  # per event loop: what its next commit holds
 
@@ -192,15 +215,17 @@ def read_counts(path: Path, job_id: str) -> dict[str, Any] | None:
     if not Path(path).exists():
         return None
     conn = sqlite3.connect(str(path), timeout=30)
+    conn.row_factory = sqlite3.Row
     try:
-        row = conn.execute(
-            f"SELECT {', '.join(COUNT_KEYS)} FROM llm_counts WHERE job_id = ?", (job_id,)
-        ).fetchone()
+        row = conn.execute("SELECT * FROM llm_counts WHERE job_id = ?", (job_id,)).fetchone()
     except sqlite3.OperationalError:  # no model call ever made here
         return None
     finally:
         conn.close()
-    return dict(zip(COUNT_KEYS, row, strict=True)) if row else None
+    if row is None:
+        return None
+    have = set(row.keys())
+    return {k: row[k] if k in have else 0 for k in COUNT_KEYS}
 
 
 def _default_path() -> Path:

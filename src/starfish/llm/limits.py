@@ -12,6 +12,9 @@
   so a job never bursts before it knows the limits.
 - A 429 pauses every caller of the limiter until the server's retry-after (or reset), and
   halves the in-flight cap, which grows back by one per success.
+- An endpoint that states no limits at all (a self-hosted server) gets the concurrency it
+  shows (`concurrency.py`), so calls wait here rather than in the server's queue.
+- Every duration read from a header is finite and at most `MAX_SERVER_PAUSE`.
 
 The shape is `await acquire(tokens) -> Ticket` / `release(ticket, ...)`, so the limiter can
 become a gate of the scheduler.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
+import math
 import re
 import threading
 import time
@@ -29,10 +33,23 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from starfish.llm.concurrency import ConcurrencyLearner
+
 BURST_SECONDS = 0.5
 """How much of a per-minute limit a bucket may hold, in seconds of the limit."""
 DEFAULT_PAUSE = 1.0
 """Pause after a 429 that says nothing about when to come back."""
+MAX_SERVER_PAUSE = 900.0
+"""The longest pause a server's headers can impose, in seconds (15 minutes)."""
+
+
+def _clamp(seconds: float | None) -> float | None:
+    """A duration from a header: None when it is not a number (NaN, inf), else within
+    0..MAX_SERVER_PAUSE."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_SERVER_PAUSE)
+
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -44,13 +61,13 @@ def parse_duration(text: str | None) -> float | None:
         return None
     text = text.strip()
     try:
-        return float(text)
+        return _clamp(float(text))
     except ValueError:
         pass
     parts = _DURATION.findall(text)
     if not parts:
         return None
-    return sum(float(n) * _UNIT[u] for n, u in parts)
+    return _clamp(sum(float(n) * _UNIT[u] for n, u in parts))
 
 
 def _until(text: str | None) -> float | None:
@@ -66,7 +83,7 @@ def _until(text: str | None) -> float | None:
             when = email.utils.parsedate_to_datetime(text).timestamp()
         except (TypeError, ValueError):
             return None
-    return max(0.0, when - time.time())
+    return _clamp(when - time.time())
 
 
 def _number(headers: Any, name: str) -> float | None:
@@ -74,16 +91,17 @@ def _number(headers: Any, name: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def retry_after(headers: Any) -> float:
     """Seconds to wait after a 429: retry-after-ms, retry-after, else the reset headers."""
     ms = _number(headers, "retry-after-ms")
     if ms is not None:
-        return ms / 1000
+        return _clamp(ms / 1000) or 0.0
     value = headers.get("retry-after")
     if value is not None:
         seconds = parse_duration(value)
@@ -149,6 +167,7 @@ class Bucket:
 class Ticket:
     tokens: float
     sent_at: float
+    in_flight: int = 1  # calls in flight when this one was sent, itself included
 
 
 class Limiter:
@@ -166,6 +185,8 @@ class Limiter:
         self.cap: float | None = max_in_flight
         self.in_flight = 0
         self.answered = False  # has the endpoint answered once (limits known)?
+        self.states_limits = False  # has it ever sent rate-limit headers?
+        self.learner = ConcurrencyLearner()
         self.paused_until = 0.0
         self.shift = 0.0  # total seconds of pauses so far: reservations move by as much
         self.rate_limited = 0
@@ -176,7 +197,10 @@ class Limiter:
     def _limit(self) -> float | None:
         if not self.answered:
             return 1  # the first call goes alone and tells us the limits
-        return self.cap
+        if self.states_limits:
+            return self.cap
+        learned = self.learner.limit
+        return learned if self.cap is None else min(self.cap, learned)
 
     async def acquire(self, tokens: float = 0.0) -> Ticket:
         """Wait for a slot, a request and `tokens`; the caller must `release()` the ticket."""
@@ -217,19 +241,24 @@ class Limiter:
             self.in_flight -= 1
             self._wake()
             raise
-        return Ticket(tokens if self.tokens is not None else 0.0, time.monotonic())
+        return Ticket(tokens if self.tokens is not None else 0.0, time.monotonic(), self.in_flight)
 
     def release(
         self,
         ticket: Ticket,
         *,
         used_tokens: float | None = None,
+        completion_tokens: int | None = None,
         headers: Any = None,
         status: int | None = None,
     ) -> None:
-        """Give the slot back; correct the tokens from `usage`; learn from the headers."""
+        """Give the slot back; correct the tokens from `usage`; learn from the headers and,
+        for a server that states no limits, from how long the answer took."""
         self.in_flight -= 1
         now = time.monotonic()
+        if status == 200 and used_tokens is not None and completion_tokens is not None:
+            prompt = int(used_tokens) - completion_tokens
+            self.learner.observe(now - ticket.sent_at, prompt, completion_tokens, ticket.in_flight)
         if self.tokens is not None and ticket.tokens and used_tokens is not None:
             self.tokens.refund(ticket.tokens - used_tokens, now)
         if headers is not None:
@@ -284,6 +313,7 @@ class Limiter:
         """Take the limits the server states (only those the user did not set)."""
         if not any(name in headers for name in _LIMIT_HEADERS):
             return
+        self.states_limits = True
         for kind, user in (("requests", self.user_rpm), ("tokens", self.user_tpm)):
             limit = _number(headers, f"x-ratelimit-limit-{kind}")
             remaining = _number(headers, f"x-ratelimit-remaining-{kind}")

@@ -65,6 +65,13 @@ def _object_schema(fields: list[dict[str, Any]], where: str = "") -> dict[str, A
     props: dict[str, Any] = {}
     for field in fields:
         sub, required = _field_schema(field, where)
+        if field["name"] in props:
+            raise LLMConfigError(
+                f"output_schema{where}: field {field['name']!r} is listed twice; give each "
+                "field once."
+            )
+        if not field["name"]:
+            raise LLMConfigError(f"output_schema{where}: a field name cannot be empty.")
         if not required:
             sub = {**sub, "type": [sub["type"], "null"]}
         props[field["name"]] = sub
@@ -106,9 +113,10 @@ class OutputSchema:
             self.model = _model_from_schema("Record", record)
             self.strict = _is_strict_ready(record)
         defs = record.pop("$defs", None)
+        # At least one record: an empty list is an answer that says nothing, so it is re-asked.
         self.json_schema: dict[str, Any] = {
             "type": "object",
-            "properties": {"records": {"type": "array", "items": record}},
+            "properties": {"records": {"type": "array", "items": record, "minItems": 1}},
             "required": ["records"],
             "additionalProperties": False,
         }
@@ -135,11 +143,13 @@ class OutputSchema:
 
         value = extract_json(content)
         records = _records_of(value)
+        if not records:
+            raise ValueError("the answer holds no records; expected at least one")
         try:
             models = self._adapter.validate_python(records)
         except pydantic.ValidationError as exc:
             raise ValueError(_short_errors(exc)) from None
-        return [m.model_dump(mode="json") for m in models]
+        return [m.model_dump(mode="json", by_alias=True) for m in models]
 
 
 def extract_json(content: str | None) -> Any:
@@ -189,11 +199,15 @@ def _short_errors(exc: Any) -> str:
 
 
 def _model_from_schema(name: str, schema: dict[str, Any]) -> Any:
-    """A pydantic model for an object schema built by `_object_schema`."""
+    """A pydantic model for an object schema built by `_object_schema`.
+
+    Each field is an alias of a neutral attribute name: any JSON key round-trips, even one
+    pydantic treats specially as an attribute (`_x` would be private and dropped,
+    `model_config` is reserved)."""
     import pydantic
 
     fields: dict[str, Any] = {}
-    for field, sub in schema["properties"].items():
+    for i, (field, sub) in enumerate(schema["properties"].items()):
         kind = sub["type"]
         optional = isinstance(kind, list)
         base = kind[0] if optional else kind
@@ -211,5 +225,6 @@ def _model_from_schema(name: str, schema: dict[str, Any]) -> Any:
                 "array": list,
                 "object": dict,
             }[base]
-        fields[field] = (py | None, None) if optional else (py, ...)
+        default = None if optional else ...
+        fields[f"f{i}"] = (py | None if optional else py, pydantic.Field(default, alias=field))
     return pydantic.create_model(name, **fields)

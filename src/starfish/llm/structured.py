@@ -10,10 +10,13 @@ response is cached in the job database before it is returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
+import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +31,24 @@ from starfish.llm.errors import (
     LLMUnreachableError,
 )
 
-MODES = ("json_schema", "json_object", "prompt")
-"""Structured-output modes, best first; a 400 for one moves the endpoint to the next."""
+STRUCTURED_OUTPUT = ("auto", "json_schema", "json_object", "prompt")
+"""What `structured_output=` accepts: `auto` walks the ladder below from its top."""
+RUNGS = ("json_schema", "json_object_schema", "json_object", "prompt")
+"""How the schema is asked for, best first. `json_object_schema` is `json_object` carrying the
+schema (llama.cpp, llama-cpp-python and vLLM constrain the output to it by grammar); a server
+whose answer names the structured-output request moves the endpoint one rung down."""
+_CHOICES = {
+    "auto": RUNGS,
+    "json_schema": RUNGS[:1],
+    "json_object": RUNGS[1:3],
+    "prompt": RUNGS[3:],
+}
 DEFAULT_COMPLETION_ESTIMATE = 512
 """Tokens reserved for the answer when `max_tokens` is not set."""
 MAX_RATE_LIMITED = 50
 """429s in a row for one request before the layer gives up (with `retry_after`)."""
+MAX_MESSAGE = 500
+"""Characters of a server's error message kept in errors (after the key is scrubbed)."""
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 20.0
 UNREACHABLE_MEMORY = 10.0
@@ -44,52 +59,63 @@ REASK = (
     "Answer again with only the JSON, matching the schema."
 )
 _RESERVED = ("model", "messages", "stream", "response_format")
+_NAMES_FORMAT = re.compile(r"response_format|json_schema|json_object|schema", re.IGNORECASE)
+"""An error about the structured-output request names one of these (llama-cpp-python answers
+`json_schema` with a 500 that names it); any other error must not change the mode."""
+_BAD_KEY = re.compile(
+    r"api[ _-]?key|unauthori[sz]ed|authenticat|invalid[ _-]?(?:token|credential)|"
+    r"incorrect[ _-]?key|no connected db",
+    re.IGNORECASE,
+)
+"""A 4xx whose message says the key is wrong ("No connected db." is LiteLLM's answer to a key
+that is not its master key when it has no key database)."""
 
-_modes: dict[tuple[str, str], str] = {}
+_refused: dict[tuple[str, str], set[str]] = {}
+"""Per (base URL, model): the rungs the server refused (never tried again in this process)."""
 _unreachable: dict[str, tuple[float, str]] = {}
 
 
 @dataclass
 class LLMResponse:
     """What `run()` returns. `usage` and `cost` count every request this call sent (re-asks
-    and retries included; a cache hit sent none); `cost` is None when the price is unknown."""
+    and retries included; a cache hit sent none); `cost` is None when the price is unknown;
+    `mode` is how the schema was asked for (json_schema, json_object or prompt)."""
 
     data: list[dict[str, Any]]
     raw: Any
     usage: dict[str, int] = field(default_factory=dict)
     cost: float | None = None
     cached: bool = False
+    mode: str | None = None
 
 
 class _Unsupported(Exception):
-    """The server answered 400 to the structured-output mode."""
+    """The server refused the structured-output rung of the request."""
 
 
 class _ModeChanged(Exception):
-    """Another call moved the endpoint to another mode while this one waited to send."""
+    """Another call moved the endpoint to another rung while this one waited to send."""
 
 
 _UNSUPPORTED = "starfish_unsupported_mode"
-"""Cached in place of an answer when the server refused the request's mode (400)."""
+"""Cached in place of an answer when the server refused the request's rung."""
 
 
-def _advance(endpoint: tuple[str, str], mode: str | None) -> None:
-    """The server refused `mode`: the endpoint uses the next one from now on (never back)."""
-    if mode is None or mode == MODES[-1]:
-        return
-    i = MODES.index(mode)
-    if MODES.index(_modes.get(endpoint, MODES[0])) <= i:
-        _modes[endpoint] = MODES[i + 1]
+def mode_of(rung: str | None) -> str | None:
+    """The user's word for a rung: json_object with or without the schema is json_object."""
+    return "json_object" if rung == "json_object_schema" else rung
 
 
 def _server_message(data: Any) -> str:
     if isinstance(data, dict):
         err = data.get("error")
         if isinstance(err, dict):
-            return str(err.get("message") or err.get("code") or err)[:500]
+            return str(err.get("message") or err.get("code") or err)
         if err:
-            return str(err)[:500]
-    return str(data)[:200]
+            return str(err)
+        if data.get("detail"):  # FastAPI servers (llama-cpp-python, vLLM) answer this way
+            return str(data["detail"])
+    return str(data)
 
 
 def _is_quota(data: Any) -> bool:
@@ -97,6 +123,16 @@ def _is_quota(data: Any) -> bool:
         err = data["error"]
         return "insufficient_quota" in (str(err.get("code")), str(err.get("type")))
     return False
+
+
+def _tokens(usage: Any, name: str) -> int | None:
+    """A usage count the server gave, or None when it gave none or nonsense (never negative)."""
+    value = usage.get(name) if isinstance(usage, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return int(value)
 
 
 class StructuredLLM:
@@ -118,6 +154,8 @@ class StructuredLLM:
         reasks: int = 1,
         max_retries: int = 5,
         request_timeout: float = 120.0,
+        structured_output: str = "auto",
+        api_key_env: str | None = None,
     ) -> None:
         from starfish.llm.cost import price_for
         from starfish.llm.limits import limiter_for
@@ -142,6 +180,16 @@ class StructuredLLM:
                 "price must be (usd_per_million_input_tokens, usd_per_million_output_tokens), "
                 f"not {price!r}"
             )
+        if structured_output not in _CHOICES:
+            raise LLMConfigError(
+                f"structured_output must be one of {', '.join(map(repr, STRUCTURED_OUTPUT))}, "
+                f"not {structured_output!r}"
+            )
+        if structured_output != "auto" and output_schema is None:
+            raise LLMConfigError(
+                f"structured_output={structured_output!r} needs an output_schema: without one "
+                "the answer is kept as text."
+            )
         kwargs = dict(model_kwargs or {})
         bad = [k for k in kwargs if k in _RESERVED]
         if bad:
@@ -153,6 +201,15 @@ class StructuredLLM:
             json.dumps(kwargs)
         except (TypeError, ValueError) as exc:
             raise LLMConfigError(f"model_kwargs must be JSON values: {exc}") from None
+        if api_key_env is not None:
+            if api_key is not None:
+                raise LLMConfigError("give api_key= or api_key_env=, not both")
+            api_key = os.environ.get(api_key_env) or None
+            if api_key is None:
+                raise LLMConfigError(
+                    f"api_key_env={api_key_env!r}: the environment variable {api_key_env} is "
+                    "not set; set it to the server's key."
+                )
 
         self._init = {
             "model_name": model_name,
@@ -168,6 +225,8 @@ class StructuredLLM:
             "reasks": reasks,
             "max_retries": max_retries,
             "request_timeout": request_timeout,
+            "structured_output": structured_output,
+            "api_key_env": api_key_env,
         }
         self.model_name = model_name
         self.model_kwargs = kwargs
@@ -175,6 +234,12 @@ class StructuredLLM:
         self.reasks = reasks
         self.max_retries = max_retries
         self.request_timeout = float(request_timeout)
+        self.structured_output = structured_output
+        self.option_names: dict[str, str] = {
+            "max_tokens": "max_tokens in model_kwargs",
+            "structured_output": "structured_output={!r}",
+        }
+        """How messages name the settings: `starfish generate` swaps in its flags."""
         self._target = resolve(model_name, base_url, api_key)
         self.base_url = self._target.base_url
         self.provider = self._target.family
@@ -182,6 +247,7 @@ class StructuredLLM:
         self._family = "other" if base_url else self._target.family
         self._prompt = Prompt(prompt)
         self._schema = OutputSchema(output_schema) if output_schema is not None else None
+        self._rungs = _CHOICES[structured_output]
         self._price = price_for(model_name, self._target.family, price)
         self._url = self.base_url + "/chat/completions"
         self._headers = {"Content-Type": "application/json"}
@@ -214,6 +280,16 @@ class StructuredLLM:
         """The names the prompt uses: `run` needs a value for each."""
         return frozenset(self._prompt.variables)
 
+    def _rung(self) -> str | None:
+        """The best rung of this object's choice that the endpoint has not refused."""
+        if self._schema is None:
+            return None
+        refused = _refused.get((self.base_url, self._target.model), ())
+        for rung in self._rungs:
+            if rung not in refused:
+                return rung
+        return None
+
     async def run(self, **variables: Any) -> LLMResponse:
         """Render the prompt with `variables`, call the model, return validated records."""
         from starfish.data_factory.context import current_call
@@ -222,38 +298,45 @@ class StructuredLLM:
         call = current_call()
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         cost: float | None = 0.0 if self._price is not None else None
-        endpoint = (self.base_url, self._target.model)
         reasks_left = self.reasks
         cached = True
+        last_refusal = ""
         while True:
-            mode = _modes.get(endpoint, MODES[0]) if self._schema is not None else None
-            body = self._body(messages, mode)
+            rung = self._rung()
+            if rung is None and self._schema is not None:
+                words = self.option_names["structured_output"]
+                raise LLMRequestError(
+                    f"the server at {self.base_url} refused "
+                    f"{words.format(self.structured_output)}; last answer: {last_refusal}. "
+                    f"Use {words.format('auto')} (or {words.format('prompt')})."
+                )
+            body = self._body(messages, rung)
             try:
-                data, hit, spent = await self._send(body, call, mode)
+                data, hit, spent = await self._send(body, call, rung)
             except _ModeChanged:
                 continue
             except _Unsupported as exc:
-                assert mode is not None
-                if mode == MODES[-1]:
+                last_refusal = str(exc)
+                if self.structured_output == "auto" and rung == RUNGS[-1]:
                     raise LLMRequestError(
-                        f"the server at {self.base_url} rejected the request (HTTP 400) in "
-                        f"every structured-output mode; last answer: {exc}"
+                        f"the server at {self.base_url} rejected the request in every "
+                        f"structured-output mode; last answer: {exc}"
                     ) from None
-                continue  # _send moved the endpoint to the next mode
+                continue  # _send marked the rung refused
             cached = cached and hit
             usage["prompt_tokens"] += spent[0]
             usage["completion_tokens"] += spent[1]
             if cost is not None and spent[2] is not None:
                 cost += spent[2]
-            content, finish = self._choice(data)
+            content, finish, refusal = self._choice(data)
             if finish == "length":
-                raise LLMOutputError(
-                    "the answer was cut off at the token limit (finish_reason 'length', "
-                    f"max_tokens={self.model_kwargs.get('max_tokens', 'server default')}): "
-                    "raise max_tokens in model_kwargs or ask for less."
-                )
+                raise LLMOutputError(self._cut_message(data))
+            if refusal:
+                raise LLMOutputError(f"the model refused: {self._scrub(refusal)}")
             if self._schema is None:
-                records = [{"text": content or ""}]
+                if not content:
+                    raise LLMOutputError("the answer is empty (no content)")
+                records = [{"text": content}]
                 break
             try:
                 records = self._schema.parse(content)
@@ -271,42 +354,79 @@ class StructuredLLM:
                     {"role": "assistant", "content": content or ""},
                     {"role": "user", "content": REASK.format(error=exc)},
                 ]
-        return LLMResponse(records, data, usage, cost, cached)
+        return LLMResponse(records, data, usage, cost, cached, mode_of(rung))
 
-    def _body(self, messages: list[dict[str, Any]], mode: str | None) -> dict[str, Any]:
+    def _cut_message(self, data: dict[str, Any]) -> str:
+        """Which limit cut the answer: `max_tokens` when the answer used all of it, else the
+        model's context (prompt plus answer filled it)."""
+        knob = self.option_names["max_tokens"]
+        limit = self.model_kwargs.get("max_tokens") or self.model_kwargs.get(
+            "max_completion_tokens"
+        )
+        usage = data.get("usage")
+        pt, ct = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
+        spent = f" ({pt} prompt + {ct} answer tokens)" if pt is not None and ct is not None else ""
+        if limit is not None and (ct is None or ct >= int(limit)):
+            return (
+                f"the answer was cut off at max_tokens={limit}{spent}: raise {knob} or ask "
+                "for less."
+            )
+        if limit is not None:
+            return (
+                f"the answer was cut off by the model's context length{spent}, before "
+                f"max_tokens={limit}: use a shorter prompt, ask for less, or give the server "
+                "a longer context."
+            )
+        return (
+            f"the answer was cut off{spent}, by the server's default max_tokens or the model's "
+            f"context length: set {knob}, ask for less, or give the server a longer context."
+        )
+
+    def _body(self, messages: list[dict[str, Any]], rung: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self._target.model}
-        if mode is None or self._schema is None:
+        schema = self._schema
+        if rung is None or schema is None:
             body["messages"] = messages
-        elif mode == "json_schema":
+        elif rung == "json_schema":
             body["messages"] = messages
-            body["response_format"] = self._schema.response_format()
+            body["response_format"] = schema.response_format()
         else:
-            system = {"role": "system", "content": self._schema.instructions()}
+            system = {"role": "system", "content": schema.instructions()}
             body["messages"] = [system, *messages]
-            if mode == "json_object":
+            if rung == "json_object_schema":
+                body["response_format"] = {"type": "json_object", "schema": schema.json_schema}
+            elif rung == "json_object":
                 body["response_format"] = {"type": "json_object"}
         body.update(self.model_kwargs)
         return body
 
-    def _choice(self, data: Any) -> tuple[str | None, str | None]:
+    def _choice(self, data: Any) -> tuple[str | None, str | None, str | None]:
+        """(content, finish_reason, refusal) of the first choice."""
         try:
             choice = data["choices"][0]
-            return choice["message"].get("content"), choice.get("finish_reason")
+            message = choice["message"]
+            content, refusal = message.get("content"), message.get("refusal")
+            finish = choice.get("finish_reason")
         except (KeyError, IndexError, TypeError, AttributeError):
             raise LLMRequestError(
                 f"the server at {self.base_url} answered 200 without choices[0].message"
             ) from None
+        if content is not None and not isinstance(content, str):
+            raise LLMRequestError(
+                f"the server at {self.base_url} answered 200 with a message content that is "
+                f"not text ({type(content).__name__})"
+            )
+        return content, finish, str(refusal) if refusal else None
 
     # one request, with the limiter, retries, cache and counts ----------------------------
     async def _send(
-        self, body: dict[str, Any], call: Any, mode: str | None = None
+        self, body: dict[str, Any], call: Any, rung: str | None = None
     ) -> tuple[Any, bool, tuple[Any, ...]]:
         from starfish.llm.cache import cache_key, store_for
         from starfish.llm.cost import cost_usd
-        from starfish.llm.transport import ConnectFailed, TransportFailed, post_json
+        from starfish.llm.transport import BodyTooLarge, ConnectFailed, TransportFailed, post_json
 
         payload = json.dumps(body, separators=(",", ":")).encode()
-        endpoint = (self.base_url, self._target.model)
         key = None
         if call is not None and self.cache and call.job.db_path is not None:
             digest = hashlib.sha256(payload).digest()
@@ -317,7 +437,7 @@ class StructuredLLM:
             if hit is not None:
                 unsupported = isinstance(hit, dict) and _UNSUPPORTED in hit
                 if unsupported:
-                    _advance(endpoint, mode)  # before any await, as below
+                    self._refuse(rung)  # before any await, as below
                 await self._count(call, {"cache_hits": 1})
                 if unsupported:
                     raise _Unsupported(hit[_UNSUPPORTED])
@@ -337,15 +457,24 @@ class StructuredLLM:
             finally:
                 if clock is not None:
                     clock.resume()
-            if mode is not None and _modes.get(endpoint, mode) != mode:
-                limiter.release(ticket)  # another call learned a better mode while we waited
+            if rung is not None and self._rung() != rung:
+                limiter.release(ticket)  # another call learned a better rung while we waited
                 raise _ModeChanged
+            # Whatever happens below, the reservation is given back exactly once (`finally`).
+            release: dict[str, Any] = {}
             try:
-                status, headers, data, raw = await post_json(
+                status, headers, data, text = await post_json(
                     self._url, self._headers, payload, self.request_timeout
                 )
+                release = {"headers": headers, "status": status}
+                if status == 200 and isinstance(data, dict):
+                    pt = _tokens(data.get("usage"), "prompt_tokens")
+                    ct = _tokens(data.get("usage"), "completion_tokens")
+                    release["used_tokens"] = pt + ct if pt is not None and ct is not None else None
+                    release["completion_tokens"] = ct
+                elif status == 429:
+                    release["used_tokens"] = 0
             except ConnectFailed as exc:
-                limiter.release(ticket)
                 if not limiter.answered:
                     message = (
                         f"cannot reach the model server at {self.base_url} ({exc}): check "
@@ -359,40 +488,40 @@ class StructuredLLM:
                 continue
             except TransportFailed as exc:
                 limiter.answered = True  # it accepted the connection: not a reason to go alone
-                limiter.release(ticket)
                 failures += 1
                 await self._backoff(call, failures, f"no answer ({exc})", {"requests": 1})
                 continue
-            except BaseException:
-                limiter.release(ticket)
+            except BodyTooLarge as exc:
+                await self._count(call, {"requests": 1})
+                raise LLMRequestError(f"the server at {self.base_url} {exc}") from None
+            except asyncio.CancelledError:
+                # The request went out and the server may answer it (and bill it): count it.
+                self._count_now(call, {"requests": 1})
                 raise
+            finally:
+                limiter.release(ticket, **release)
             _unreachable.pop(self.base_url, None)
             if status == 200 and not isinstance(data, dict):
-                limiter.release(ticket, headers=headers, status=status)
                 await self._count(call, {"requests": 1})
                 raise LLMRequestError(
                     f"the server at {self.base_url} answered 200 with a body that is not a "
-                    f"JSON object: {self._scrub(str(data)[:200])}"
+                    f"JSON object: {self._scrub(str(data), 200)}"
                 )
             if status == 200:
-                usage = data.get("usage")
-                pt = int((usage or {}).get("prompt_tokens") or 0)
-                ct = int((usage or {}).get("completion_tokens") or 0)
-                used = pt + ct if usage else None
-                limiter.release(ticket, used_tokens=used, headers=headers, status=200)
+                pt = _tokens(data.get("usage"), "prompt_tokens") or 0
+                ct = release.get("completion_tokens") or 0
                 cost = cost_usd(self._price, pt, ct)
                 counts: dict[str, Any] = {
                     "requests": 1,
                     "prompt_tokens": pt,
                     "completion_tokens": ct,
                 }
+                if rung is not None:
+                    counts[f"answers_{mode_of(rung)}"] = 1
                 if cost is not None:
                     counts["cost_usd"] = cost
-                await self._count(call, counts, key, raw)
+                await self._count(call, counts, key, text)
                 return data, False, (pt, ct, cost)
-            limiter.release(
-                ticket, used_tokens=0 if status == 429 else None, headers=headers, status=status
-            )
             message = self._scrub(_server_message(data))
             if status == 429 and not _is_quota(data):
                 await self._count(call, {"requests": 1, "rate_limited": 1})
@@ -403,13 +532,20 @@ class StructuredLLM:
                         retry_after=max(limiter.paused_until - time.monotonic(), 1.0),
                     )
                 continue
-            if status == 400 and "response_format" in body:
-                _advance(endpoint, mode)  # before any await: calls waiting to send see it
+            auth = status in (401, 403) or (status < 500 and bool(_BAD_KEY.search(message)))
+            if (
+                rung is not None
+                and "response_format" in body
+                and not auth
+                and status not in (408, 429)
+                and _NAMES_FORMAT.search(message)
+            ):
+                self._refuse(rung)  # before any await: calls waiting to send see it
                 # Kept like an answer: a re-run in a new process falls back without asking.
                 await self._count(call, {"requests": 1}, key, {_UNSUPPORTED: message})
                 raise _Unsupported(message)
             await self._count(call, {"requests": 1})
-            if status in (401, 403) or status == 429:
+            if auth or status == 429:
                 what = "has no quota left" if status == 429 else "refused the API key"
                 raise LLMAuthError(
                     f"the server at {self.base_url} {what} (HTTP {status}): {message}"
@@ -421,6 +557,11 @@ class StructuredLLM:
             raise LLMRequestError(
                 f"the server at {self.base_url} answered HTTP {status}: {message}"
             )
+
+    def _refuse(self, rung: str | None) -> None:
+        """The server refused `rung`: this process asks the endpoint with a lower one."""
+        if rung is not None:
+            _refused.setdefault((self.base_url, self._target.model), set()).add(rung)
 
     async def _backoff(self, call: Any, failures: int, what: str, counts: dict[str, Any]) -> None:
         if failures > self.max_retries:
@@ -441,33 +582,62 @@ class StructuredLLM:
                 raise LLMUnreachableError(known[1])
             _unreachable.pop(self.base_url, None)
 
-    def _scrub(self, text: str) -> str:
+    def _scrub(self, text: str, limit: int = MAX_MESSAGE) -> str:
+        """`text` without the key, cut to `limit` characters; the key is removed before the
+        cut, and a piece of it (8 characters or more) left at the cut is removed too."""
         key = self._target.api_key
-        return text.replace(key, "***") if key else text
+        if key:
+            text = text.replace(key, "***")
+        if len(text) > limit:
+            text = text[:limit]
+            if key:
+                for n in range(min(len(key) - 1, len(text)), 7, -1):
+                    if text.endswith(key[:n]):
+                        text = text[:-n] + "***"
+                        break
+        return text
+
+    def _job_of(self, call: Any) -> Any:
+        if call is not None:
+            return call.job
+        from starfish.data_factory.context import current_job
+
+        return current_job()
+
+    def _add(self, job: Any, counts: dict[str, Any]) -> None:
+        """Add `counts` to this object's and the running job's totals (memory)."""
+        for name, value in counts.items():
+            self.counts[name] = self.counts.get(name, 0) + value
+        if job is None:
+            return
+        for name, value in counts.items():
+            job.llm[name] = job.llm.get(name, 0) + value
+        calls = counts.get("requests", 0) + counts.get("cache_hits", 0)
+        if calls:
+            job.llm_families[self._family] = job.llm_families.get(self._family, 0) + calls
 
     async def _count(
         self, call: Any, counts: dict[str, Any], key: str | None = None, response: Any = None
     ) -> None:
         """Add to this object's, the job's (memory) and the stored job's counts; keep the
         response under `key`, in the same transaction, before it is returned."""
-        for name, value in counts.items():
-            self.counts[name] = self.counts.get(name, 0) + value
-        job = call.job if call is not None else None
-        if job is None:
-            from starfish.data_factory.context import current_job
-
-            job = current_job()
-            if job is None:
-                return
-        for name, value in counts.items():
-            job.llm[name] = job.llm.get(name, 0) + value
-        calls = counts.get("requests", 0) + counts.get("cache_hits", 0)
-        if calls:
-            job.llm_families[self._family] = job.llm_families.get(self._family, 0) + calls
-        if job.db_path is not None:
+        job = self._job_of(call)
+        self._add(job, counts)
+        if job is not None and job.db_path is not None:
             from starfish.llm.cache import store_for
 
             await store_for(job.db_path).save_soon(job.job_id, counts, key, response)
+
+    def _count_now(self, call: Any, counts: dict[str, Any]) -> None:
+        """`_count` without awaiting: for a call being cancelled (its task cannot wait)."""
+        job = self._job_of(call)
+        self._add(job, counts)
+        if job is not None and job.db_path is not None:
+            from starfish.llm.cache import store_for
+
+            # A failing storage is reported by the job's own writer, not here.
+            with contextlib.suppress(Exception):
+                store_for(job.db_path).save(job.job_id, counts, None, None)
 
 
 def _restore(init: dict[str, Any]) -> StructuredLLM:

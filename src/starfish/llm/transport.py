@@ -29,6 +29,15 @@ class TransportFailed(Exception):
     """The request went out but no answer came back (timeout, reset, dropped connection)."""
 
 
+class BodyTooLarge(Exception):
+    """The answer is larger than `MAX_BODY`: no chat completion is that big."""
+
+
+MAX_BODY = 16 * 1024 * 1024
+"""Bytes of an answer read at most: a server streaming without end cannot fill the memory
+(or the cache)."""
+
+
 async def _hold(session: Any) -> AsyncIterator[None]:
     try:
         yield
@@ -53,9 +62,9 @@ async def session() -> Any:
 
 async def post_json(
     url: str, headers: dict[str, str], payload: bytes, timeout: float
-) -> tuple[int, Any, Any, bytes]:
+) -> tuple[int, Any, Any, str]:
     """POST `payload`; return (status, headers, parsed JSON body or the text if not JSON, the
-    body as received)."""
+    body as text, decoded by its charset)."""
     import aiohttp
 
     client = await session()
@@ -64,14 +73,36 @@ async def post_json(
         limit = _timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
     try:
         async with client.post(url, data=payload, headers=headers, timeout=limit) as resp:
-            raw = await resp.read()
-            status, resp_headers = resp.status, resp.headers
+            chunks = []
+            size = 0
+            async for chunk in resp.content.iter_chunked(256 * 1024):
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise BodyTooLarge(
+                        f"answered HTTP {resp.status} with a body over {MAX_BODY >> 20} MB"
+                    )
+                chunks.append(chunk)
+            raw = b"".join(chunks)
+            status, resp_headers, charset = resp.status, resp.headers, resp.charset
     except aiohttp.ClientConnectorError as exc:
         raise ConnectFailed(type(exc).__name__) from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise TransportFailed(type(exc).__name__) from None
+    text = decode(raw, charset)
     try:
-        body: Any = json.loads(raw)
+        body: Any = json.loads(text)
     except ValueError:
-        body = raw.decode("utf-8", "replace")
-    return status, resp_headers, body, raw
+        body = text
+    return status, resp_headers, body, text
+
+
+def decode(raw: bytes, charset: str | None) -> str:
+    """The body as text: by its declared charset, else UTF-8, else JSON's own detection
+    (UTF-16/32 by their byte patterns); never an exception."""
+    for encoding in (charset, "utf-8", json.detect_encoding(raw)):
+        if encoding:
+            try:
+                return raw.decode(encoding)
+            except (LookupError, UnicodeDecodeError):
+                continue
+    return raw.decode("utf-8", "replace")
