@@ -48,11 +48,12 @@ def test_generate_gets_valid_records_then_a_rerun_sends_nothing(recorder: Record
     assert first.returncode == 0, first.stderr
     job = json.loads(first.stdout)
     records = [json.loads(line) for line in (tmp_path / "qa.jsonl").read_text().splitlines()]
+    # Valid: the schema's two strings, not blank, on a record that holds its input's topic.
     valid = [
         r for r in records if r["question"].strip() and r["answer"].strip() and r["topic"] in TOPICS
     ]
     assert job["counts"]["completed"] >= 18, job
-    assert len(valid) >= 18 and len(valid) == len(records)
+    assert len(valid) >= 18, records
     assert {r["topic"] for r in records} <= set(TOPICS)
     # The mode the server constrains by grammar was found and used for every answer.
     assert job["llm"]["answers_json_object"] >= 18
