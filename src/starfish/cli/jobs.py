@@ -40,6 +40,7 @@ class Filter(str, enum.Enum):
     failed = "failed"
     filtered = "filtered"
     duplicate = "duplicate"
+    dead = "dead"
 
 
 def _load(job_id: str) -> Any:
@@ -126,7 +127,12 @@ def export(
         ),
     ],
     filter_: Annotated[
-        Filter, typer.Option("--filter", help="Which records to write.")
+        Filter,
+        typer.Option(
+            "--filter",
+            help="Which records to write: completed records, the failed / filtered / "
+            "duplicate attempts, or one row per dead input (its last error and its input).",
+        ),
     ] = Filter.completed,
 ) -> None:
     """Write a job's records to a file, streamed from storage (memory stays flat)."""
@@ -138,7 +144,12 @@ def export(
     except io.DataFileError as e:
         fail(str(e))
     try:
-        count = io.write_records(output, jobs.iter_records(job_id, filter=filter_.value))
+        records = (
+            jobs.iter_dead(job_id)
+            if filter_ is Filter.dead
+            else jobs.iter_records(job_id, filter=filter_.value)
+        )
+        count = io.write_records(output, records)
     except io.DataFileError as e:  # records that do not fit the format: the job is fine
         fail(str(e), EXIT_FAILED_JOB)
     except OSError as e:
@@ -186,7 +197,9 @@ def resume(
         print_json(info.to_dict())
     else:
         print_summary(info)
-        typer.echo(export_hint(info))
+        hint = export_hint(info)
+        if hint is not None:
+            typer.echo(hint)
     raise typer.Exit(EXIT_FAILED_JOB if error is not None else exit_code_for(info))
 
 

@@ -167,7 +167,9 @@ def run_over_file(
         if written is not None:
             typer.echo(f"wrote {written} records to {output}")
         elif info is not None and problem is None:  # else the error line says how
-            typer.echo(export_hint(info))
+            hint = export_hint(info)
+            if hint is not None:
+                typer.echo(hint)
     if problem is not None:
         fail(problem, EXIT_FAILED_JOB)
     raise typer.Exit(code)
