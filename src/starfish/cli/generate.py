@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from starfish.cli._output import fail
-from starfish.cli.run import input_option
+from starfish.cli.run import input_option, stop_threshold_option
 
 __all__ = ["generate"]
 
@@ -64,6 +64,7 @@ def generate(
     temperature: Annotated[float | None, typer.Option(metavar="T")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, metavar="N")] = None,
     max_concurrency: Annotated[int, typer.Option(min=1, metavar="N")] = 20,
+    stop_threshold: Annotated[float, stop_threshold_option()] = 0.9,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the job as JSON on stdout.")
@@ -115,5 +116,9 @@ def generate(
             fail(f"{input_file}: a column cannot be named 'llm' (generate uses that name)")
 
     params["llm"] = settings  # one dict for every row
-    gen = data_factory(max_concurrency=max_concurrency, show_progress=not no_progress)(generate)
+    gen = data_factory(
+        max_concurrency=max_concurrency,
+        show_progress=not no_progress,
+        stop_threshold=stop_threshold,
+    )(generate)
     run_over_file(gen, input_file, params, output, as_json, check_columns)

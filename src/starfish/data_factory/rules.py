@@ -139,9 +139,14 @@ class CircuitBreaker:
     - start: it stops when the first `streak` different inputs tried all failed and no
       attempt has succeeded yet; after the first success this test is off for the run.
 
-    The rule is shown failures only: each failure notes its position among all outcomes, read
-    from the run's live `counts`, so a completion costs it nothing and the share over the last
-    `window` outcomes is still exact (the share can only rise at a failure).
+    A retry that fails again is left out of the outcomes: its input already counted as a
+    failure, so it says nothing new, and at the end of a job, where only the retries of a few
+    bad inputs are left, such retries would otherwise fill the window and stop a job that
+    was about to finish. A retry that succeeds counts, like any success.
+
+    The rule is shown failures only: each failure notes its position among the outcomes,
+    from the run's live `counts`, so a completion costs it nothing and the share over the
+    last `window` outcomes is still exact (the share can only rise at a failure).
     """
 
     sees = frozenset(("failed",))
@@ -165,6 +170,8 @@ class CircuitBreaker:
         return counts["completed"] + counts["filtered"] + counts["duplicate"]
 
     def decide(self, outcome: Outcome) -> Decision:
+        if outcome.attempt > 1:
+            return None
         error = outcome.error
         error_type = type(error).__name__
         self._samples[error_type] = str(error)
