@@ -35,9 +35,7 @@ def _rows(workdir: Path, n: int) -> str:
     return name
 
 
-def test_thirty_percent_random_failure_at_concurrency_20_completes(
-    cli: Cli, workdir: Path
-) -> None:
+def test_thirty_percent_random_failure_at_concurrency_20_completes(cli: Cli, workdir: Path) -> None:
     rows = _rows(workdir, 1000)
     job = run_job(cli, "failing.py:sometimes", "-i", rows, "--max-concurrency", "20")
     assert job["status"] == "completed", job["stop_reason"]
