@@ -150,9 +150,8 @@ def test_a_job_that_breaks_midway_stops_on_the_rate_and_its_counts_match_the_dis
     assert "TimeoutError: the server stopped answering" in error.reason
     info = load_job(gen.job_id)
     assert info.status == "stopped" and info.counts == error.counts
-    assert (
-        info.counts["failed"] >= 45
-    )  # and retries of those inputs    # Stored counts are those of the stored rows; inputs that failed fewer than
+    assert info.counts["failed"] >= 45  # and retries of those inputs
+    # Stored counts are those of the stored rows; inputs that failed fewer than
     # dead_queue_threshold times are not dead but left for a resume.
     storage = SqliteStorage.default()
     try:
