@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from starfish.cli._output import (
+    ATTEMPT_COUNTS_NOTE,
     EXIT_FAILED_JOB,
     counts_line,
     exit_code_for,
@@ -18,6 +19,7 @@ from starfish.cli._output import (
     export_hint,
     fail,
     llm_line,
+    pending,
     print_json,
     print_summary,
     seconds,
@@ -97,7 +99,8 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         ("stop reason", reason),
         ("run mode", info.run_mode or "-"),
         ("inputs", str(info.num_inputs)),
-        ("counts", counts_line(info.counts)),
+        ("counts", counts_line(info.counts) + pending(info)),
+        ("", f"({ATTEMPT_COUNTS_NOTE})"),
         ("dead queue", dead),
         ("created", when(info.created_at)),
         ("finished", when(info.finished_at)),
@@ -106,7 +109,7 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
     if info.llm:
         lines.append(("llm", llm_line(info.llm)))
     for key, value in lines:
-        typer.echo(f"{key + ':':<13}{value}")
+        typer.echo(f"{key + ':' if key else '':<13}{value}")
     typer.echo("config:")
     for key, value in sorted((info.config or {}).items()):
         text = value if isinstance(value, str) else json.dumps(value, default=str)
