@@ -5,10 +5,13 @@ built-in base it had before (`ValueError`, `KeyError`, `RuntimeError`), so code 
 against those keeps working.
 """
 
+from typing import Any
+
 __all__ = [
     "HookError",
     "InputError",
     "JobNotFoundError",
+    "JobStopped",
     "JobTerminated",
     "OptionsError",
     "OutputError",
@@ -38,6 +41,31 @@ class InputError(StarfishError, ValueError):
 
 class OutputError(StarfishError):
     """A job finished without one completed input; its records stay in storage."""
+
+
+class JobStopped(OutputError):
+    """The circuit breaker stopped a job whose calls mostly failed; raised after it is stored.
+
+    An `OutputError`, so code that catches a job without output catches this too. It keeps
+    what a caller needs to carry on: the `job_id` (to resume once the cause is fixed), the
+    stop `reason` (the failure rate and the most common error with a message sample), the
+    stored `counts`, and the `records` of the inputs that completed, in input order.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str,
+        reason: str,
+        counts: dict[str, int],
+        records: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.reason = reason
+        self.counts = counts
+        self.records: list[dict[str, Any]] = records if records is not None else []
 
 
 class JobNotFoundError(StarfishError, KeyError):

@@ -18,7 +18,9 @@ __all__ = [
     "JobNotFoundError",
     "count_records",
     "delete_job",
+    "iter_dead",
     "iter_records",
+    "latest",
     "list_jobs",
     "load_job",
     "resume_job",
@@ -125,6 +127,45 @@ def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict[str, A
     return storage.iter_records(full_id, filter)
 
 
+def iter_dead(job_id: str) -> Iterator[dict[str, Any]]:
+    """One record per input in the dead-letter queue, in input order: its `index`, its last
+    failure (`attempt`, `error_type`, `error`; absent when its attempts were filtered or
+    duplicate, not failed) and, when the job's stored inputs can be read, its `input`."""
+    storage, full_id = locate_job(job_id)
+    dead = storage.dead_queue(full_id)
+    if not dead:
+        return
+    inputs = _stored_inputs(storage, full_id)
+    failures = storage.iter_records(full_id, "failed")  # ordered by index, then attempt
+    failure = next(failures, None)
+    for index in dead:
+        record: dict[str, Any] = {"index": index}
+        while failure is not None and failure.get("index", -1) <= index:
+            if failure.get("index") == index:
+                record.update(failure)  # the later attempt wins
+            failure = next(failures, None)
+        if inputs is not None:
+            record["input"] = inputs.kwargs(index)
+        yield record
+
+
+def _stored_inputs(storage: Storage, job_id: str) -> Any:
+    """The job's inputs as its call spec stored them, or None when they cannot be read."""
+    from starfish.errors import StarfishError
+
+    spec = storage.load_spec(job_id)
+    if storage.kind == "in_memory":
+        return spec[1] if isinstance(spec, tuple) else None
+    from starfish.data_factory import call_spec
+    from starfish.data_factory.inputs import inputs_from_payload
+
+    try:
+        payload = call_spec.load(spec, job_id)
+        return inputs_from_payload(payload["inputs"], storage, job_id)
+    except StarfishError:
+        return None
+
+
 def count_records(job_id: str) -> int:
     """How many completed records a job has, without reading them."""
     storage, full_id = locate_job(job_id)
@@ -141,6 +182,20 @@ def delete_job(job_id: str) -> None:
             f"job {full_id} is running now: stop it (Ctrl-C) or wait for it to end, then delete it."
         )
     storage.delete_job(full_id)
+
+
+def latest(name: str | None = None) -> JobInfo:
+    """The newest stored job, or the newest of the function called `name` (`qa`, or the
+    `__qualname__` of a nested one): how a new process finds the job a killed script left."""
+    for info in list_jobs():
+        if name is None or info.name == name:
+            return info
+    stored = sorted({info.name for info in list_jobs()})
+    raise JobNotFoundError(
+        f"no stored job of a function named {name!r}; stored names: {', '.join(stored) or 'none'}"
+        if name is not None
+        else "no jobs stored yet"
+    )
 
 
 def resume_job(job_id: str, *, reload: bool = False, **overrides: Any) -> list[dict[str, Any]]:

@@ -134,7 +134,8 @@ def test_run_prints_the_job_then_one_line_when_parquet_output_fails(
     (job,) = jobs.list_jobs()
     assert job.status == "completed" and job.counts["completed"] == 3
     assert result.out.splitlines()[0].startswith(f"job {job.job_id}: completed")
-    (line,) = result.err.strip().splitlines()
+    started, line = result.err.strip().splitlines()  # the job's id as it started, the error
+    assert started.startswith(f"starfish: job {job.job_id} started"), result
     assert line.startswith("error: cannot write x.parquet: field 'v' does not fit"), result
     assert why in line and f"starfish jobs export {job.job_id}" in line
     assert not (workdir / "x.parquet").exists()

@@ -146,7 +146,7 @@ OUTCOME_SCRIPT = textwrap.dedent(
     import sys
     from starfish import data_factory
 
-    @data_factory(show_progress=False, max_concurrency=1, dead_queue_threshold=1)
+    @data_factory(show_progress=False, max_concurrency=1, dead_queue_threshold=1, stop_window=50)
     async def gen(i):
         if sys.argv[1] == "failed" or i >= 2:
             raise ConnectionError("secret endpoint text")
@@ -162,7 +162,8 @@ OUTCOME_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize(
     ("outcome", "n", "completed", "failed"),
-    [("stopped", 10, 2, 3), ("failed", 2, 0, 2)],
+    # 2 completions, then failures: the 50th outcome makes a full window, 48 of 50 failed
+    [("stopped", 100, 2, 48), ("failed", 2, 0, 2)],
     ids=["circuit-breaker", "nothing-completed"],
 )
 def test_a_stopped_or_failed_job_sends_exactly_one_event(
@@ -176,7 +177,7 @@ def test_a_stopped_or_failed_job_sends_exactly_one_event(
         text=True,
         timeout=60,
     )
-    assert (out.returncode == 0) == (outcome == "stopped"), out.stderr
+    assert out.returncode == 1, out.stderr  # JobStopped or OutputError, both uncaught
     assert load_job(out.stdout.split()[-1]).status == outcome
     receiver.wait_for_events(1)
     time.sleep(0.3)  # a second event, if one were sent, would have arrived by now
@@ -199,8 +200,16 @@ def test_ctrl_c_marks_the_job_interrupted_with_its_progress_stored(tmp_path, rec
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode != 0 and b"KeyboardInterrupt" in err
     [info] = list_jobs()
+    # Uncaught, the KeyboardInterrupt still ends the script the way Ctrl-C does (by SIGINT),
+    # but prints one line with the resume command instead of a traceback (issue 17, 6).
+    assert proc.returncode == -signal.SIGINT, err
+    assert b"Traceback" not in err
+    said = [line for line in err.decode().splitlines() if "interrupted" in line]
+    assert said == [
+        f"starfish: job {info.job_id} interrupted, its progress stored; "
+        f"continue it with: starfish jobs resume {info.job_id}"
+    ]
     assert info.status == "interrupted"
     assert info.counts["completed"] == len(_completed(db)) >= 20
     [event] = receiver.wait_for_events(1)

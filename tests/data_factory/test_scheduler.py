@@ -105,35 +105,6 @@ def test_target_count_returns_exactly_that_many_inputs_and_cancels_in_flight():
     assert "target_count" in info.stop_reason
 
 
-def test_circuit_breaker_stops_a_job_where_everything_fails():
-    calls = []
-
-    @data_factory(storage="local", show_progress=False, max_concurrency=1, job_run_stop_threshold=3)
-    async def gen(i):
-        calls.append(i)
-        raise ConnectionError("service down")
-
-    with pytest.raises(OutputError):
-        gen.run(i=list(range(50)))
-    assert len(set(calls)) == 3
-    info = load_job(gen.job_id)
-    assert info.status == "stopped"
-    assert "circuit breaker" in info.stop_reason and "ConnectionError" in info.stop_reason
-
-
-def test_circuit_breaker_stops_but_keeps_records_when_some_completed():
-    @data_factory(
-        storage="in_memory", show_progress=False, max_concurrency=1, job_run_stop_threshold=2
-    )
-    async def gen(i):
-        if i >= 3:
-            raise ConnectionError("down from here on")
-        return [{"i": i}]
-
-    assert gen.run(i=list(range(20))) == [{"i": 0}, {"i": 1}, {"i": 2}]
-    assert load_job(gen.job_id).status == "stopped"
-
-
 def test_a_single_failure_among_successes_does_not_stop_the_job():
     @data_factory(
         storage="in_memory",

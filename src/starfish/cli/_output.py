@@ -35,13 +35,23 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def exit_interrupted(job_id: str | None, signal: BaseException) -> NoReturn:
-    """Ctrl-C or SIGTERM ended a job (stored `interrupted`): say how to continue it."""
+    """Ctrl-C or SIGTERM ended a job (stored `interrupted`): one line on how to continue it."""
+    from starfish.data_factory.interrupted import line_of
     from starfish.errors import JobTerminated
 
-    terminated = isinstance(signal, JobTerminated)
-    hint = f"; continue it with: starfish jobs resume {job_id}" if job_id else ""
-    typer.echo(f"{'terminated' if terminated else 'interrupted'}{hint}", err=True)
-    raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+    if isinstance(signal, JobTerminated):
+        if job_id is None:  # else the library has printed the job's line already
+            typer.echo("terminated before the job started", err=True)
+        raise typer.Exit(EXIT_TERMINATED)
+    line = line_of(signal)
+    if line is None:
+        line = (
+            f"job {job_id} interrupted; continue it with: starfish jobs resume {job_id}"
+            if job_id
+            else "interrupted before the job started"
+        )
+    typer.echo(f"starfish: {line}", err=True)
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def one_line(message: object) -> str:
@@ -100,21 +110,59 @@ def usd(cost: float) -> str:
     return f"${cost:.4f}" if cost >= 0.01 or cost == 0 else f"${cost:.6f}"
 
 
+ATTEMPT_COUNTS_NOTE = (
+    "completed and dead count inputs; failed, filtered and duplicate count attempts, "
+    "so they can exceed the inputs"
+)
+
+
 def print_summary(info: Any) -> None:
-    """What a user wants right after a job: its id, how it ended, what happened to the inputs."""
+    """What a user wants right after a job: its id, how it ended, what happened to the inputs
+    and, when attempts failed, the most common error with a sample of its message."""
     reason = f" ({info.stop_reason})" if info.stop_reason else ""
     typer.echo(f"job {info.job_id}: {info.status}{reason} in {seconds(info.execution_time)}")
-    typer.echo(f"  inputs {info.num_inputs}  {counts_line(info.counts)}")
+    typer.echo(f"  inputs {info.num_inputs}  {counts_line(info.counts)}{pending(info)}")
+    counts = info.counts
+    if counts.get("failed") or counts.get("filtered") or counts.get("duplicate"):
+        typer.echo(f"  ({ATTEMPT_COUNTS_NOTE})")
+    why = info_cause(info)
+    if why and "most common error" not in (info.stop_reason or ""):
+        typer.echo(f"  most common error: {why}")
     if getattr(info, "llm", None):
         typer.echo(f"  llm {llm_line(info.llm)}")
 
 
-def export_hint(info: Any) -> str:
-    """The command that gets the records out; the failures when nothing completed."""
+def pending(info: Any) -> str:
+    """`  not finished 870`: inputs neither completed nor dead (a stopped or interrupted job
+    leaves them for a resume, including those that failed fewer times than allowed)."""
+    if info.status == "completed":
+        return ""
+    left = info.num_inputs - info.counts.get("completed", 0) - info.counts.get("dead", 0)
+    return f"  not finished {left}" if left > 0 else ""
+
+
+def info_cause(info: Any) -> str | None:
+    """The job's most common error and a message sample, read from its failure records."""
+    errors = getattr(info, "error_summary", None)
+    if not errors:
+        return None
+    from starfish import jobs
+    from starfish.data_factory.failures import most_common_cause
+    from starfish.errors import StarfishError
+
+    try:
+        return most_common_cause(errors, jobs.iter_records(info.job_id, filter="failed"))
+    except StarfishError:  # unreadable, or deleted meanwhile: the counts are still shown
+        return None
+
+
+def export_hint(info: Any) -> str | None:
+    """The command that gets the records out, or what to do instead; None when a job has
+    nothing to export (the summary's error line says why)."""
     if info.status == "abandoned":
         return f"abandoned (its process ended mid-run): starfish jobs resume {info.job_id}"
-    if info.counts.get("completed", 0) == 0 and info.counts.get("failed", 0):
-        return f"failures: starfish jobs export {info.job_id} --output failed.jsonl --filter failed"
+    if info.counts.get("completed", 0) == 0:
+        return None
     return f"records: starfish jobs export {info.job_id} --output records.jsonl"
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from starfish.cli._output import fail
-from starfish.cli.run import input_option
+from starfish.cli.run import input_option, stop_threshold_option
 
 __all__ = ["generate"]
 
@@ -91,6 +91,7 @@ def generate(
             "field has the same name).",
         ),
     ] = True,
+    stop_threshold: Annotated[float, stop_threshold_option()] = 0.9,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the job as JSON on stdout.")
@@ -155,5 +156,9 @@ def generate(
 
     # One dict for every row; the columns to keep are known once the file is open.
     params["llm"] = {"settings": settings, "columns": []}
-    gen = data_factory(max_concurrency=max_concurrency, show_progress=not no_progress)(generate)
+    gen = data_factory(
+        max_concurrency=max_concurrency,
+        show_progress=not no_progress,
+        stop_threshold=stop_threshold,
+    )(generate)
     run_over_file(gen, input_file, params, output, as_json, check_columns)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from starfish.cli._output import (
+    ATTEMPT_COUNTS_NOTE,
     EXIT_FAILED_JOB,
     counts_line,
     exit_code_for,
@@ -18,6 +19,7 @@ from starfish.cli._output import (
     export_hint,
     fail,
     llm_line,
+    pending,
     print_json,
     print_summary,
     seconds,
@@ -40,6 +42,7 @@ class Filter(str, enum.Enum):
     failed = "failed"
     filtered = "filtered"
     duplicate = "duplicate"
+    dead = "dead"
 
 
 def _load(job_id: str) -> Any:
@@ -96,7 +99,8 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         ("stop reason", reason),
         ("run mode", info.run_mode or "-"),
         ("inputs", str(info.num_inputs)),
-        ("counts", counts_line(info.counts)),
+        ("counts", counts_line(info.counts) + pending(info)),
+        ("", f"({ATTEMPT_COUNTS_NOTE})"),
         ("dead queue", dead),
         ("created", when(info.created_at)),
         ("finished", when(info.finished_at)),
@@ -105,7 +109,7 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
     if info.llm:
         lines.append(("llm", llm_line(info.llm)))
     for key, value in lines:
-        typer.echo(f"{key + ':':<13}{value}")
+        typer.echo(f"{key + ':' if key else '':<13}{value}")
     typer.echo("config:")
     for key, value in sorted((info.config or {}).items()):
         text = value if isinstance(value, str) else json.dumps(value, default=str)
@@ -126,7 +130,12 @@ def export(
         ),
     ],
     filter_: Annotated[
-        Filter, typer.Option("--filter", help="Which records to write.")
+        Filter,
+        typer.Option(
+            "--filter",
+            help="Which records to write: completed records, the failed / filtered / "
+            "duplicate attempts, or one row per dead input (its last error and its input).",
+        ),
     ] = Filter.completed,
 ) -> None:
     """Write a job's records to a file, streamed from storage (memory stays flat)."""
@@ -138,7 +147,12 @@ def export(
     except io.DataFileError as e:
         fail(str(e))
     try:
-        count = io.write_records(output, jobs.iter_records(job_id, filter=filter_.value))
+        records = (
+            jobs.iter_dead(job_id)
+            if filter_ is Filter.dead
+            else jobs.iter_records(job_id, filter=filter_.value)
+        )
+        count = io.write_records(output, records)
     except io.DataFileError as e:  # records that do not fit the format: the job is fine
         fail(str(e), EXIT_FAILED_JOB)
     except OSError as e:
@@ -186,7 +200,9 @@ def resume(
         print_json(info.to_dict())
     else:
         print_summary(info)
-        typer.echo(export_hint(info))
+        hint = export_hint(info)
+        if hint is not None:
+            typer.echo(hint)
     raise typer.Exit(EXIT_FAILED_JOB if error is not None else exit_code_for(info))
 
 

@@ -30,6 +30,19 @@ if TYPE_CHECKING:
 __all__ = ["check_output", "run", "run_over_file"]
 
 
+STOP_THRESHOLD_HELP = (
+    "Stop the job when this share of the last --stop-window attempts failed (default 0.9; "
+    "0: never stop for failures). It also stops when the first 20 inputs tried all fail."
+)
+
+
+def stop_threshold_option() -> Any:
+    """`--stop-threshold SHARE`, as `run` and `generate` take it."""
+    return typer.Option(
+        "--stop-threshold", min=0.0, max=1.0, metavar="SHARE", help=STOP_THRESHOLD_HELP
+    )
+
+
 def input_option(help: str) -> Any:
     """`--input/-i FILE`, as `run` and `generate` take it."""
     return typer.Option("--input", "-i", metavar="FILE", help=help, show_default=False)
@@ -97,6 +110,17 @@ def run(
             show_default=False,
         ),
     ] = None,
+    stop_threshold: Annotated[float | None, stop_threshold_option()] = None,
+    stop_window: Annotated[
+        int | None,
+        typer.Option(
+            "--stop-window",
+            min=50,
+            metavar="N",
+            help="How many of the latest attempts --stop-threshold is taken over (default "
+            "100); the job cannot stop on the rate before it has seen that many.",
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -122,6 +146,8 @@ def run(
         "task_runner_timeout": timeout,
         "rate_limit": rate_limit,
         "executor": executor,
+        "stop_threshold": stop_threshold,
+        "stop_window": stop_window,
     }
     gen = _factory(target, overrides, not no_progress)
     run_over_file(gen, input_file, params, output, as_json)
@@ -167,7 +193,9 @@ def run_over_file(
         if written is not None:
             typer.echo(f"wrote {written} records to {output}")
         elif info is not None and problem is None:  # else the error line says how
-            typer.echo(export_hint(info))
+            hint = export_hint(info)
+            if hint is not None:
+                typer.echo(hint)
     if problem is not None:
         fail(problem, EXIT_FAILED_JOB)
     raise typer.Exit(code)

@@ -29,10 +29,19 @@ __all__ = ["DataFactory", "data_factory", "resume_from_checkpoint", "resume_stor
 _T = TypeVar("_T")
 
 
-def _run_sync(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+def _run_sync(make: Callable[[], Coroutine[Any, Any, _T]], factory: DataFactory) -> _T:
+    """Run a job to the end; a Ctrl-C that ended a stored job carries its resume line."""
     from starfish.data_factory.running import run_sync
 
-    result: _T = run_sync(make)
+    factory._started = None
+    try:
+        result: _T = run_sync(make)
+    except KeyboardInterrupt as error:
+        if factory._started is not None:
+            from starfish.data_factory.interrupted import mark
+
+            mark(error, *factory._started)
+        raise
     return result
 
 
@@ -57,6 +66,7 @@ class DataFactory:
         )
         self._inputs: InputSpec | None = None
         self._storage: Storage | None = None
+        self._started: tuple[str, str] | None = None  # (job id, storage kind) of this run
         functools.update_wrapper(self, func, updated=())
 
     def __repr__(self) -> str:
@@ -78,7 +88,7 @@ class DataFactory:
     def run(self, **kwargs: Any) -> list[dict[str, Any]]:
         """Run one input per zipped list position; return the completed records in input order."""
         inputs = self._build_inputs(kwargs)
-        return _run_sync(lambda: self._execute(self._options, inputs, "normal"))
+        return _run_sync(lambda: self._execute(self._options, inputs, "normal"), self)
 
     async def run_async(self, **kwargs: Any) -> list[dict[str, Any]]:
         """`run` for callers already inside an event loop."""
@@ -95,7 +105,8 @@ class DataFactory:
         return _run_sync(
             lambda: self._execute(
                 self._options, first, "dry_run", storage=MemoryStorage(), remember=False
-            )
+            ),
+            self,
         )
 
     def resume(self, **overrides: Any) -> list[dict[str, Any]]:
@@ -110,7 +121,7 @@ class DataFactory:
     def run_rows(self, rows: RowStream) -> None:
         """Run over a `RowStream` (the rows of an input file, see `inputs.stream_inputs`): the
         rows stream into storage and the records stay there, so memory stays flat."""
-        _run_sync(lambda: self._execute(self._options, rows, "normal", collect=False))
+        _run_sync(lambda: self._execute(self._options, rows, "normal", collect=False), self)
 
     def _resume(
         self,
@@ -134,7 +145,8 @@ class DataFactory:
                 storage=storage,
                 resume_id=job_id,
                 collect=collect,
-            )
+            ),
+            self,
         )
 
     def _build_inputs(self, kwargs: dict[str, Any]) -> InputSpec:
@@ -156,6 +168,7 @@ class DataFactory:
 
         def started(job_id: str, state: JobState, store: Storage, stored: InputSpec) -> None:
             self.job_id, self.state, self._inputs, self._storage = job_id, state, stored, store
+            self._started = (job_id, store.kind)
 
         result: JobResult = await execute(
             self.func,
@@ -242,6 +255,12 @@ def resume_stored_job(
     """`resume_from_checkpoint`; with `collect=False` (the CLI) the records stay in storage."""
     from starfish.data_factory.storage import locate_job
 
+    if job_id is None:  # `gen.job_id` in a process that has not run `gen`
+        raise ResumeError(
+            "resume_from_checkpoint(None): no job id. In a new process `gen.job_id` is None; "
+            "use the id printed when the job started, `starfish jobs list`, or "
+            "starfish.jobs.latest('gen').job_id."
+        )
     storage, full_id = locate_job(job_id)
     if storage.kind == "in_memory":
         if reload:

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,15 +20,16 @@ from typing import Any
 from starfish.data_factory import call_spec
 from starfish.data_factory.context import JOB, JobContext, load_counts_before
 from starfish.data_factory.executors import make_executor
+from starfish.data_factory.failures import most_common_cause
 from starfish.data_factory.gates import Gate, RateLimit
 from starfish.data_factory.inputs import InputSpec, RowStream, function_name
 from starfish.data_factory.options import Options, hook_list
-from starfish.data_factory.rules import Budget, default_rules
+from starfish.data_factory.rules import Budget, CircuitBreaker, default_rules
 from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage import Storage, open_storage
 from starfish.data_factory.storage.base import COUNT_KEYS
-from starfish.errors import OutputError, StorageError
+from starfish.errors import JobStopped, OutputError, StorageError
 
 logger = logging.getLogger("starfish")
 
@@ -169,6 +171,8 @@ async def _execute(
 
     if on_start is not None:
         on_start(job_id, state, storage, inputs)
+    if options.show_progress and run_mode != "dry_run":
+        _announce(job_id, name, n, storage.kind, resumed=resume_id is not None)
 
     writer = storage.open_writer(job_id, options.batch_size)
     # The model layer finds the job (cache, counts) here; the workers' tasks (and the progress
@@ -196,6 +200,8 @@ async def _execute(
             job_run_stop_threshold=options.job_run_stop_threshold,
             target_remaining=max(target - base_kept, 0) if target else None,
             budget=budget,
+            stop_threshold=options.stop_threshold,
+            stop_window=options.stop_window,
         ),
         on_complete=hook_list(options.on_record_complete),
         on_error=hook_list(options.on_record_error),
@@ -251,6 +257,9 @@ async def _execute(
         status, reason = runner.status, runner.stop_reason or runner.status
     elif counts["completed"] == 0:
         status, reason = "failed", "no input completed"
+        why = _most_common_cause(storage, job_id, errors)
+        if why:
+            reason += f"; most common error: {why}"
     else:
         status, reason = "completed", runner.stop_reason or "all inputs done"
     try:
@@ -281,33 +290,72 @@ async def _execute(
             target_reached=counts["completed"] >= (options.target_count or n),
             context=job_context,
         )
-    if status != "completed" and storage_failure is None:
-        logger.warning("starfish: job %s %s: %s", job_id, status, reason)
+    breaker = next((r for r in runner.rules if isinstance(r, CircuitBreaker)), None)
+    stopped = breaker is not None and breaker.tripped is not None and status == "stopped"
     if interruption is not None:
-        raise interruption
+        if reason == "terminated (SIGTERM)":  # an uncaught SystemExit prints nothing itself
+            logger.warning("starfish: job %s %s; %s", job_id, reason, _resume_hint(job_id))
+        raise interruption  # a KeyboardInterrupt gets its one line in factory.py
     if storage_failure is not None:
         raise StorageError(
             f"job {job_id} stopped, {counts['completed']} completed inputs stored: "
             f"{storage_failure}, then continue it with: starfish jobs resume {job_id}"
         ) from storage_failure
     if runner.fatal_error is not None:
+        logger.warning("starfish: job %s %s: %s", job_id, status, reason)
         raise runner.fatal_error
-    if counts["completed"] == 0:
+    if counts["completed"] == 0 and not stopped:
         raise OutputError(
-            f"job {job_id} ({name}) finished without one completed input "
-            f"({counts['failed']} failed attempts, errors: {errors or 'none'}); "
-            "its records stay readable with get_output_data(filter=...)."
+            f"job {job_id} ({name}) finished without one completed input: {reason}; its "
+            "failed records stay readable with get_output_data(filter='failed')."
         )
+    if status != "completed" and not stopped:  # budget_usd: the records are returned
+        logger.warning("starfish: job %s %s: %s", job_id, status, reason)
     result = JobResult(job_id, status, reason, counts)
-    if not collect:
-        return result
-    if runner.records is not None:
-        out = result.records
-        for kept in runner.records:
-            if isinstance(kept, dict):
-                out.append(kept)
-            elif kept:
-                out.extend(kept)
-    else:
-        result.records = list(storage.iter_records(job_id, "completed"))
+    if collect:
+        if runner.records is not None:
+            out = result.records
+            for kept in runner.records:
+                if isinstance(kept, dict):
+                    out.append(kept)
+                elif kept:
+                    out.extend(kept)
+        else:
+            result.records = list(storage.iter_records(job_id, "completed"))
+    if stopped:
+        raise JobStopped(
+            f"job {job_id} ({name}) stopped: {reason}. {counts['completed']} inputs "
+            f"completed (their records are on this exception's .records and stored); fix "
+            f"the cause, then {_resume_hint(job_id)}",
+            job_id=job_id,
+            reason=reason,
+            counts=counts,
+            records=result.records,
+        )
     return result
+
+
+def _resume_hint(job_id: str) -> str:
+    return f"continue it with: starfish jobs resume {job_id}"
+
+
+def _announce(job_id: str, name: str, n: int, kind: str, *, resumed: bool) -> None:
+    """One line on stderr as a job starts: the id a killed script needs to resume it."""
+    what = "resumed" if resumed else "started"
+    if kind == "local":
+        then = f"if it stops, {_resume_hint(job_id)}"
+    else:
+        then = "in memory: only this process can resume it"
+    line = f"job {job_id} {what} ({name}, {n} inputs); {then}"
+    if logger.hasHandlers():
+        logger.info(line)
+    else:  # logging not set up: the line still reaches the user, like progress does
+        print(f"starfish: {line}", file=sys.stderr, flush=True)
+
+
+def _most_common_cause(storage: Storage, job_id: str, errors: dict[str, int]) -> str | None:
+    """The job's most common error with a message sample read from its failure records."""
+    try:
+        return most_common_cause(errors, storage.iter_records(job_id, "failed"))
+    except StorageError:
+        return next(iter(sorted(errors, key=errors.__getitem__, reverse=True)), None)

@@ -45,7 +45,9 @@ class Options:
     on_record_error: Hooks = None
     show_progress: bool = True
     task_runner_timeout: float | None = 60
-    job_run_stop_threshold: int = 3
+    job_run_stop_threshold: int = 20
+    stop_threshold: float = 0.9
+    stop_window: int = 100
     rate_limit: str | None = None
     executor: str = "local"
     budget_usd: float | None = None
@@ -95,7 +97,18 @@ class Options:
             "job_run_stop_threshold",
             self.job_run_stop_threshold,
             0,
-            "consecutive failed inputs before the job stops; 0 disables the circuit breaker",
+            "different inputs that must all fail, before anything succeeds, for the job to "
+            "stop at its start; 0 turns the circuit breaker off",
+        )
+        _check_share("stop_threshold", self.stop_threshold)
+        from starfish.data_factory.rules import STOP_WINDOW_MIN
+
+        _check_int(
+            "stop_window",
+            self.stop_window,
+            STOP_WINDOW_MIN,
+            "the last outcomes the circuit breaker's failure share is taken over; fewer "
+            "would stop jobs by chance",
         )
         _check_positive_or_none(
             "task_runner_timeout", self.task_runner_timeout, "seconds", "None for no limit"
@@ -150,6 +163,15 @@ def _is_int(value: Any) -> bool:
 def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
     if not _is_int(value) or value < minimum:
         raise OptionsError(f"{name} must be an integer >= {minimum} ({meaning}), got {value!r}.")
+
+
+def _check_share(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise OptionsError(
+            f"{name} must be a number from 0 to 1 (the share of failed attempts among the "
+            f"last stop_window outcomes that stops the job, e.g. 0.9; 0 turns the circuit "
+            f"breaker off), got {value!r}."
+        )
 
 
 def _check_positive_or_none(name: str, value: Any, unit: str, otherwise: str) -> None:

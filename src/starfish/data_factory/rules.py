@@ -12,16 +12,24 @@ retry) and `fatal = True` (no retry can fix it: stop the job).
 
 from __future__ import annotations
 
+import math
 import random
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
+
+from starfish.data_factory.failures import cause
 
 __all__ = [
     "ALL",
     "DEAD",
     "RETRY_BASE_DELAY",
     "RETRY_MAX_DELAY",
+    "STOP_STREAK",
+    "STOP_THRESHOLD",
+    "STOP_WINDOW",
+    "STOP_WINDOW_MIN",
     "CircuitBreaker",
     "Decision",
     "FatalError",
@@ -37,6 +45,15 @@ __all__ = [
 RETRY_BASE_DELAY = 0.02
 """Seconds before the first retry; doubled per attempt, with jitter of ±50 %."""
 RETRY_MAX_DELAY = 2.0
+
+STOP_THRESHOLD = 0.9
+"""Share of failed attempts among the last `STOP_WINDOW` outcomes that stops a job."""
+STOP_WINDOW = 100
+"""Outcomes the failure share is taken over; the rate test waits until a run has seen them."""
+STOP_WINDOW_MIN = 50
+"""Below this, chance alone trips the rate test at ordinary failure rates."""
+STOP_STREAK = 20
+"""Different inputs that must all fail, before any success, for a job to stop at its start."""
 
 
 class Outcome(NamedTuple):
@@ -110,41 +127,86 @@ class FatalError:
 
 
 class CircuitBreaker:
-    """Stop after `threshold` *different* inputs failed in a row.
+    """Stop a job that is broken, not one that is unlucky.
 
-    Counting inputs rather than attempts keeps one stubborn input at the end of a job, which
-    belongs to the dead-letter queue, from stopping it; filtered and duplicate are normal
-    outcomes and reset the streak like a completion. The rule is shown failures only and
-    reads the job's live `counts` to see whether anything else happened since the last one, so
-    a completion costs it nothing.
+    At concurrency, a few failures in a row are common long before anything is wrong (three in
+    a row stopped 13 of 20 runs at 10 % random failure), so the breaker judges a failure
+    *rate* over enough outcomes to mean something, and keeps a streak only as the fast path
+    for "everything fails":
+
+    - rate: once this run has seen `window` outcomes, it stops when `threshold` or more of the
+      last `window` were failures (completed, filtered and duplicate count as successes);
+    - start: it stops when the first `streak` different inputs tried all failed and no
+      attempt has succeeded yet; after the first success this test is off for the run.
+
+    A retry that fails again is left out of the outcomes: its input already counted as a
+    failure, so it says nothing new, and at the end of a job, where only the retries of a few
+    bad inputs are left, such retries would otherwise fill the window and stop a job that
+    was about to finish. A retry that succeeds counts, like any success.
+
+    The rule is shown failures only: each failure notes its position among the outcomes,
+    from the run's live `counts`, so a completion costs it nothing and the share over the
+    last `window` outcomes is still exact (the share can only rise at a failure).
     """
 
     sees = frozenset(("failed",))
 
-    def __init__(self, threshold: int, counts: dict[str, int]) -> None:
+    def __init__(self, threshold: float, window: int, streak: int, counts: dict[str, int]) -> None:
         self.threshold = threshold
+        self.window = window
+        # failures that make the share: an integer, so 0.9 × 100 is 90, not 90.00000000000001
+        self._need = max(1, math.ceil(round(threshold * window, 6)))
+        self.streak = streak
         self._counts = counts
-        self._streak: set[int] = set()
-        self._ok_at_last_failure = -1
+        self._failures = 0
+        self._recent: deque[tuple[int, str]] = deque()  # (position, error type) in the window
+        self._samples: dict[str, str] = {}  # the latest message of each error type
+        self._first_failed: set[int] | None = set()  # None once something succeeded
+        self.tripped: str | None = None
+        """The stop reason once the breaker has stopped the job."""
 
     def _ok(self) -> int:
         counts = self._counts
         return counts["completed"] + counts["filtered"] + counts["duplicate"]
 
     def decide(self, outcome: Outcome) -> Decision:
-        ok = self._ok()
-        if ok != self._ok_at_last_failure:
-            self._streak.clear()
-            self._ok_at_last_failure = ok
-        self._streak.add(outcome.index)
-        if len(self._streak) < self.threshold:
+        if outcome.attempt > 1:
             return None
-        error = type(outcome.error).__name__
-        return Stop(
-            "stopped",
-            f"circuit breaker: {len(self._streak)} inputs failed in a row "
-            f"(last error {error}); job_run_stop_threshold={self.threshold}",
+        error = outcome.error
+        error_type = type(error).__name__
+        self._samples[error_type] = str(error)
+        self._failures += 1
+        ok = self._ok()
+        position = ok + self._failures
+        recent = self._recent
+        recent.append((position, error_type))
+        while recent[0][0] <= position - self.window:
+            recent.popleft()
+        if self._first_failed is not None:
+            if ok:
+                self._first_failed = None
+            else:
+                self._first_failed.add(outcome.index)
+                if len(self._first_failed) >= self.streak:
+                    return self._trip(
+                        f"the first {len(self._first_failed)} inputs tried all failed "
+                        f"(job_run_stop_threshold={self.streak})"
+                    )
+        if position >= self.window and len(recent) >= self._need:
+            return self._trip(
+                f"{len(recent)} of the last {self.window} attempts failed "
+                f"(stop_threshold={self.threshold:g}, stop_window={self.window})"
+            )
+        return None
+
+    def _trip(self, what: str) -> Stop:
+        kinds = Counter(error_type for _, error_type in self._recent)
+        error_type, n = kinds.most_common(1)[0]
+        self.tripped = (
+            f"circuit breaker: {what}; most common error ({n} of {len(self._recent)}): "
+            f"{cause(error_type, self._samples[error_type])}"
         )
+        return Stop("stopped", self.tripped)
 
 
 class TargetCount:
@@ -192,13 +254,18 @@ def default_rules(
     job_run_stop_threshold: int,
     target_remaining: int | None,
     budget: Budget | None = None,
+    stop_threshold: float = STOP_THRESHOLD,
+    stop_window: int = STOP_WINDOW,
 ) -> list[Rule]:
-    """The rules of a job, in the order they are asked; `counts` are the run's live counts."""
+    """The rules of a job, in the order they are asked; `counts` are the run's live counts.
+
+    `job_run_stop_threshold=0` or `stop_threshold=0` turns the circuit breaker off.
+    """
     rules: list[Rule] = [FatalError()]
     if budget is not None:
         rules.append(budget)
-    if job_run_stop_threshold:
-        rules.append(CircuitBreaker(job_run_stop_threshold, counts))
+    if job_run_stop_threshold and stop_threshold:
+        rules.append(CircuitBreaker(stop_threshold, stop_window, job_run_stop_threshold, counts))
     if target_remaining is not None:
         rules.append(TargetCount(target_remaining))
     rules.append(RetryThenDead(dead_queue_threshold))

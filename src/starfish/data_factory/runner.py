@@ -344,8 +344,6 @@ class Runner:
             if isinstance(said, Stop):
                 if said.status == "failed":
                     self.fatal_error = outcome.error
-                elif said.status == "stopped":
-                    logger.warning("starfish: job stopped by %s", said.reason)
                 self._stop(said.status, said.reason)
                 return
             if decision is None:
