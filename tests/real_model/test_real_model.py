@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from starfish import StructuredLLM, data_factory
-from tests.real_model.conftest import MODEL, Recorder
+from tests.real_model.server import MODEL, Recorder
 
 TOPICS = [
     "rust", "sqlite", "tides", "volcanoes", "bees", "jazz", "chess", "coffee", "glaciers",
