@@ -130,7 +130,7 @@ def test_parquet_without_pyarrow_says_how_to_get_it(
 ) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(DataFileError, match=r"pip install 'starfish\[parquet\]'"):
+    with pytest.raises(DataFileError, match=r"pip install 'starfish-datagen\[parquet\]'"):
         io.write_records(tmp_path / "r.parquet", RECORDS)
     assert list(tmp_path.iterdir()) == []
 

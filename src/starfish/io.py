@@ -173,7 +173,7 @@ def _import_pyarrow() -> Any:
         import pyarrow.parquet
     except ImportError:
         raise DataFileError(
-            "Parquet needs pyarrow: pip install 'starfish[parquet]' (or use .jsonl / .csv)"
+            "Parquet needs pyarrow: pip install 'starfish-datagen[parquet]' (or use .jsonl / .csv)"
         ) from None
     return pyarrow
 

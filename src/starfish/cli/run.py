@@ -93,7 +93,7 @@ def run(
             "--executor",
             metavar="NAME",
             help="Where calls run: local (default) or ray (a Ray cluster; pip install "
-            "'starfish[ray]').",
+            "'starfish-datagen[ray]').",
             show_default=False,
         ),
     ] = None,
