@@ -5,7 +5,7 @@ to decide whether to wait: done/total, the rate, the ETA, the failures, and the 
 requests and cost when the job made any. To fit, the job name is truncated first, then the
 bar shrinks, then `elapsed` goes, then the bar, then the name. At 80 columns:
 
-    qa_pairs ███████░░░ 1200/2000 812/s ETA 0:01 3 failed 1203 requests $0.0024
+    qa_pairs ██████░░░░ 1200/2000 812/s ETA 0:01 3 failed 1203 requests $0.0024
 
 A status message from the model layer (say `waiting for http://127.0.0.1:18082/v1 (no answer
 for 10 s)`) goes on a second line under it while it is set: the job's `notice`
