@@ -41,7 +41,8 @@ def test_in_a_pipe_progress_is_plain_lines_on_stderr() -> None:
     err = _run_in_pipe(show=True)
     lines = [line for line in err.splitlines() if line.startswith("starfish: slow:")]
     assert lines, err
-    assert re.search(r"\d+/12 inputs done · \S+/s · ETA \S+ · elapsed \d+:\d\d \(completed", lines[-1])
+    line = r"\d+/12 inputs done · \S+/s · ETA \S+ · elapsed \d+:\d\d \(completed"
+    assert re.search(line, lines[-1]), lines[-1]
     assert "\x1b[" not in err  # no terminal control codes: no bar
 
 
@@ -121,7 +122,7 @@ def test_after_a_resume_done_and_completed_are_one_count() -> None:
         deadline = time.monotonic() + 60
         for line in proc.stderr:
             resumed = resumed or line.startswith("RESUMING")
-            if resumed and "199/200 inputs done" in line or time.monotonic() > deadline:
+            if (resumed and "199/200 inputs done" in line) or time.monotonic() > deadline:
                 break
         gate.touch()
         proc.communicate(timeout=60)
