@@ -134,13 +134,22 @@ def _read_jsonl_texts(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            if line.lstrip().startswith("["):
+                raise DataFileError(
+                    f"{path}: line {lineno} starts a JSON array: expected JSON Lines (one object "
+                    f"per line); convert it with: jq -c '.[]' {path.name} > {path.stem}.jsonl"
+                )
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataFileError(f"{path}: line {lineno}: malformed JSON: {e.msg}") from None
+                raise DataFileError(
+                    f"{path}: line {lineno}: malformed JSON ({e.msg}): expected JSON Lines (one "
+                    "object per line); pretty-printed JSON spreads an object over many lines"
+                ) from None
             if not isinstance(row, dict):
                 raise DataFileError(
-                    f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}"
+                    f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}: "
+                    "expected JSON Lines (one object per line)"
                 )
             yield row, line.strip(" \t\r\n")
 
@@ -152,6 +161,11 @@ def _read_csv(path: Path) -> Iterator[dict[str, Any]]:
             if None in row:
                 raise DataFileError(
                     f"{path}: line {reader.line_num}: more fields than the header has columns"
+                )
+            if None in row.values():  # DictReader's filler for fields the line lacks
+                raise DataFileError(
+                    f"{path}: line {reader.line_num}: fewer fields than the header has columns "
+                    f"({sum(v is not None for v in row.values())} of {len(row)})"
                 )
             yield dict(row)
 
