@@ -129,28 +129,38 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         yield row
 
 
+_JSON_LINES = "expected JSON Lines (one object per line)"
+
+
 def _read_jsonl_texts(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    first = True  # a JSON array or pretty-printed JSON shows on the first line that has text
     with path.open(encoding=_UTF8) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            if line.lstrip().startswith("["):
+            if first and line.lstrip().startswith("["):
                 raise DataFileError(
-                    f"{path}: line {lineno} starts a JSON array: expected JSON Lines (one object "
-                    f"per line); convert it with: jq -c '.[]' {path.name} > {path.stem}.jsonl"
+                    f"{path}: a JSON array, {_JSON_LINES}; convert it with: "
+                    f"jq -c '.[]' {path.name} > rows.jsonl"
                 )
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
+                hint = (
+                    f": {_JSON_LINES}; this looks like pretty-printed JSON, one object over "
+                    "many lines"
+                    if first
+                    else ""
+                )
                 raise DataFileError(
-                    f"{path}: line {lineno}: malformed JSON ({e.msg}): expected JSON Lines (one "
-                    "object per line); pretty-printed JSON spreads an object over many lines"
+                    f"{path}: line {lineno}: malformed JSON: {e.msg}{hint}"
                 ) from None
             if not isinstance(row, dict):
                 raise DataFileError(
-                    f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}: "
-                    "expected JSON Lines (one object per line)"
+                    f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}"
+                    + (f" ({_JSON_LINES})" if first else "")
                 )
+            first = False
             yield row, line.strip(" \t\r\n")
 
 
