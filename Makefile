@@ -2,15 +2,36 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two stamps: `make demo` needs the package alone (CORE), `make test` the development extras too
+# (STAMP: Ray, pyarrow, pytest, ...). A venv made by the demo gets the extras at the next
+# `make test`, and either is redone when pyproject.toml changes.
+CORE := $(VENV)/.installed-core
+STAMP := $(VENV)/.installed-dev
 
 .PHONY: test test-ray test-real-model demo bench lint format clean
 
-$(STAMP): pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+$(VENV)/bin/python:
+	@echo "creating $(VENV) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+
+# A venv made before the rename holds the old distribution `starfish` (same package, same
+# command): it goes first, with its stale metadata in src/, so that one distribution owns them.
+UNINSTALL_OLD_NAME := rm -rf src/starfish.egg-info; \
+	if $(BIN)/python -m pip show -q starfish >/dev/null 2>&1; then \
+		$(BIN)/python -m pip uninstall -q -y starfish; fi
+
+$(CORE): pyproject.toml | $(VENV)/bin/python
+	@echo "installing starfish (the package alone) into $(VENV) ..."
+	@$(UNINSTALL_OLD_NAME)
+	@$(BIN)/python -m pip install -q -e .
+	@touch $(CORE)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	@echo "installing starfish with its development extras ('.[dev]') into $(VENV) ..."
+	@$(UNINSTALL_OLD_NAME)
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP) $(CORE)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,8 +59,8 @@ test-real-model: $(STAMP)
 	$(BIN)/python tests/real_model/provision.py
 	unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest tests/real_model -p no:cacheprovider'
 
-demo: $(STAMP)
-	bash examples/demo.sh
+demo: $(CORE)
+	@bash examples/demo.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'

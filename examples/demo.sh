@@ -43,4 +43,17 @@ head -n 2 "$DEMO_DIR/qa_pairs.jsonl"
 step starfish telemetry log
 "${STARFISH[@]}" telemetry log
 
-printf '\nDone. The demo kept its files in %s (delete it any time).\n' "${DEMO_DIR#"$ROOT"/}"
+DEMO_REL="${DEMO_DIR#"$ROOT"/}"
+cat <<NEXT
+
+Done. The demo kept its files in $DEMO_REL (delete it any time).
+
+What to try next:
+  source .venv/bin/activate     # the starfish command, in this shell (or call .venv/bin/starfish)
+  STARFISH_LOCAL_STORAGE_DIR=$DEMO_REL/appdata starfish jobs list     # the demo's job
+  STARFISH_LOCAL_STORAGE_DIR=$DEMO_REL/appdata starfish jobs export $JOB_ID --output qa.csv
+  starfish run examples/qa_pairs.py:qa_pairs --input examples/topics.jsonl --output qa.jsonl
+  QA_PAIRS_MODEL=openai/gpt-4o-mini starfish run examples/qa_pairs.py:qa_pairs \\
+      --input examples/topics.jsonl      # the same job against a model (needs OPENAI_API_KEY)
+  Then your own function: the README's quick start, and docs/cli.md for every command.
+NEXT

@@ -86,8 +86,11 @@ def test_malformed_jsonl_names_file_and_line(tmp_path: Path) -> None:
 
 def test_jsonl_line_that_is_not_an_object(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
-    path.write_text("[1, 2]\n")
-    with pytest.raises(DataFileError, match="line 1: expected a JSON object, got list"):
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(DataFileError, match="line 2: expected a JSON object, got list"):
+        list(read_rows(path))
+    path.write_text("[1, 2]\n")  # on the first line: the file is a JSON array
+    with pytest.raises(DataFileError, match=r"a JSON array, expected JSON Lines"):
         list(read_rows(path))
 
 
@@ -130,7 +133,7 @@ def test_parquet_without_pyarrow_says_how_to_get_it(
 ) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(DataFileError, match=r"pip install 'starfish\[parquet\]'"):
+    with pytest.raises(DataFileError, match=r"pip install 'starfish-datagen\[parquet\]'"):
         io.write_records(tmp_path / "r.parquet", RECORDS)
     assert list(tmp_path.iterdir()) == []
 

@@ -14,7 +14,6 @@ header is the union of every key seen, in first-seen order, and no field is drop
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 import os
@@ -130,19 +129,38 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         yield row
 
 
+_JSON_LINES = "expected JSON Lines (one object per line)"
+
+
 def _read_jsonl_texts(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    first = True  # a JSON array or pretty-printed JSON shows on the first line that has text
     with path.open(encoding=_UTF8) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            if first and line.lstrip().startswith("["):
+                raise DataFileError(
+                    f"{path}: a JSON array, {_JSON_LINES}; convert it with: "
+                    f"jq -c '.[]' {path.name} > rows.jsonl"
+                )
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataFileError(f"{path}: line {lineno}: malformed JSON: {e.msg}") from None
+                hint = (
+                    f": {_JSON_LINES}; this looks like pretty-printed JSON, one object over "
+                    "many lines"
+                    if first
+                    else ""
+                )
+                raise DataFileError(
+                    f"{path}: line {lineno}: malformed JSON: {e.msg}{hint}"
+                ) from None
             if not isinstance(row, dict):
                 raise DataFileError(
                     f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}"
+                    + (f" ({_JSON_LINES})" if first else "")
                 )
+            first = False
             yield row, line.strip(" \t\r\n")
 
 
@@ -153,6 +171,11 @@ def _read_csv(path: Path) -> Iterator[dict[str, Any]]:
             if None in row:
                 raise DataFileError(
                     f"{path}: line {reader.line_num}: more fields than the header has columns"
+                )
+            if None in row.values():  # DictReader's filler for fields the line lacks
+                raise DataFileError(
+                    f"{path}: line {reader.line_num}: fewer fields than the header has columns "
+                    f"({sum(v is not None for v in row.values())} of {len(row)})"
                 )
             yield dict(row)
 
@@ -173,26 +196,54 @@ def _import_pyarrow() -> Any:
         import pyarrow.parquet
     except ImportError:
         raise DataFileError(
-            "Parquet needs pyarrow: pip install 'starfish[parquet]' (or use .jsonl / .csv)"
+            "Parquet needs pyarrow: pip install 'starfish-datagen[parquet]' (or use .jsonl / .csv)"
         ) from None
     return pyarrow
 
 
 def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Strict JSON, one object a line. NaN and ±Infinity, which Python's json writes as bare
-    `NaN`/`Infinity` and strict parsers reject, are written as null."""
-    dumps = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False).encode
+    `NaN`/`Infinity` and strict parsers reject, are written as null.
+
+    A record holding a big string (a megabyte or more) is written as its text is made, in
+    slices, so that it is held about twice, not three times; and no record or line is kept
+    while the next one is read."""
+    encode = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False).encode
     count = 0
     with path.open("w", encoding="utf-8") as f:
         for record in records:
-            try:
-                line = dumps(record)
-            except ValueError:  # a non-finite float somewhere (rare: only then walk the record)
-                line = dumps(_finite(record))
-            f.write(line)
+            if _has_big_text(record):
+                _write_big(f, record)
+            else:
+                try:
+                    line = encode(record)
+                except ValueError:  # a non-finite float (rare: only then walk the record)
+                    line = encode(_finite(record))
+                f.write(line)
             f.write("\n")
+            del record  # not held while the next one is read
             count += 1
     return count
+
+
+BIG_TEXT = 1 << 20
+"""A record with a string this long at its top level is written piece by piece."""
+
+
+def _has_big_text(record: Any) -> bool:
+    return isinstance(record, dict) and any(
+        type(v) is str and len(v) >= BIG_TEXT for v in record.values()
+    )
+
+
+def _write_big(f: Any, record: dict[str, Any]) -> None:
+    """One big record, its text written as it is made and in slices, never joined into one
+    line: the C encoder joins its pieces at the end, which holds a 10 MB record three times
+    (the record, its escaped text, the line), this holds it twice."""
+    encoder = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False)
+    for piece in encoder.iterencode(_finite(record)):  # the Python encoder: piece by piece
+        for start in range(0, len(piece), BIG_TEXT):
+            f.write(piece[start : start + BIG_TEXT])
 
 
 def _finite(value: Any) -> Any:
@@ -206,17 +257,38 @@ def _finite(value: Any) -> Any:
     return value
 
 
+CHUNK_BYTES = 4 << 20
+"""A chunk also ends once its records' text (strings and bytes at their top level) passes
+this: a chunk of 5,000 records of 10 MB would be 50 GB."""
+
+
 def _chunks(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    it = iter(records)
-    while chunk := list(itertools.islice(it, size)):
+    chunk: list[dict[str, Any]] = []
+    weight = 0
+    for record in records:
+        chunk.append(record)
+        weight += _weight(record)
+        del record
+        if len(chunk) >= size or weight >= CHUNK_BYTES:
+            yield chunk
+            chunk = []
+            weight = 0
+    if chunk:
         yield chunk
+
+
+def _weight(record: Any) -> int:
+    """About the bytes of a record: its top-level strings and bytes, 16 for anything else."""
+    if not isinstance(record, dict):
+        return 16
+    return sum(len(v) if isinstance(v, (str, bytes)) else 16 for v in record.values())
 
 
 class _Spool:
     """Chunks go to a temporary file on disk (pickled, so types survive) and come back in order.
 
-    The first chunk stays in memory; only when there is a second one does anything touch
-    the disk, so small exports cost a single pass.
+    The first chunk stays in memory when it is small (under a megabyte of text); only when
+    there is a second one does anything touch the disk, so small exports cost a single pass.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -226,8 +298,8 @@ class _Spool:
         self._spooled = 0
 
     def add(self, chunk: list[dict[str, Any]]) -> None:
-        if self._first is None:
-            self._first = chunk
+        if self._first is None and self._file is None and sum(map(_weight, chunk)) < (1 << 20):
+            self._first = chunk  # small: kept until the second pass
             return
         if self._file is None:
             # Lives across add() calls and is closed by close(), so no `with` here.

@@ -12,7 +12,7 @@ from starfish import OptionsError, data_factory
 
 def test_executor_ray_without_ray_installed_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like
-    with pytest.raises(OptionsError, match=r"pip install 'starfish\[ray\]'"):
+    with pytest.raises(OptionsError, match=r"pip install 'starfish-datagen\[ray\]'"):
 
         @data_factory(executor="ray")
         async def gen(i):

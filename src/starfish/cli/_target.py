@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -86,3 +87,19 @@ def _pickle_by_value(module: Any) -> None:
     except ImportError:
         return
     cloudpickle.register_pickle_by_value(module)
+
+
+def describe(obj: Any) -> str:
+    """What a TARGET that is not an async function is, and how to make it one: one phrase."""
+    if inspect.isasyncgenfunction(obj):
+        return (
+            "an async generator (it uses `yield`), not an async function: a job awaits one "
+            "result per input, so `return` the list of records instead of yielding them"
+        )
+    if inspect.isgeneratorfunction(obj):
+        return "a generator (it uses `yield`): define it with `async def` and `return` the records"
+    if inspect.isclass(obj):
+        return f"a class ({obj.__name__}), not an async function or a @data_factory"
+    if callable(obj):
+        return "a function, not an async function: define it with `async def`"
+    return f"a {type(obj).__name__}, not an async function or a @data_factory"

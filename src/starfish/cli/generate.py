@@ -149,8 +149,14 @@ def generate(
                 f"--prompt uses {', '.join('{{' + m + '}}' for m in missing)} but {input_file} "
                 f"has no such column (columns: {', '.join(names) or 'none'}){hint}"
             )
-        if "llm" in names:
-            fail(f"{input_file}: a column cannot be named 'llm' (generate uses that name)")
+        # `llm` is the job's own parameter, `self` StructuredLLM.run's: a column of either
+        # name would reach a call twice and fail every row
+        taken = sorted({"llm", "self"} & set(names))
+        if taken:
+            fail(
+                f"{input_file}: a column cannot be named {taken[0]!r} (generate uses that name); "
+                "rename the column"
+            )
         if input_columns:
             params["llm"]["columns"] = list(names)
 

@@ -20,7 +20,7 @@ from starfish.cli._output import (
     print_json,
     print_summary,
 )
-from starfish.cli._target import TargetError, load_target
+from starfish.cli._target import TargetError, describe, load_target
 from starfish.errors import JobTerminated
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def run(
             "--executor",
             metavar="NAME",
             help="Where calls run: local (default) or ray (a Ray cluster; pip install "
-            "'starfish[ray]').",
+            "'starfish-datagen[ray]').",
             show_default=False,
         ),
     ] = None,
@@ -164,8 +164,11 @@ def run_over_file(
     """Run `gen` once per row of `input_file` (streamed into storage), then report the job and
     write `output`; exits with the job's code. Shared by `run` and `generate`."""
     names, rows = _open_rows(input_file, params)
-    if check_columns is not None:
+    if check_columns is not None:  # first: it words a clash with what `generate` adds itself
         check_columns(names)
+    for name in params:
+        if name in names:
+            fail(f"--param {name} is also a column of {input_file}; give it in one place")
     _check_columns(gen.func, names, input_file, params)
     job_id, error = _run(gen, names, rows, params, input_file)
     info = _load_info(job_id)
@@ -246,8 +249,7 @@ def _factory(target: str, overrides: dict[str, Any], show_progress: bool) -> Dat
             return data_factory(**options)(obj)
     except ValueError as e:
         fail(str(e))
-    kind = "a function" if callable(obj) else type(obj).__name__
-    fail(f"TARGET {target} is {kind}, not an async function or a @data_factory")
+    fail(f"TARGET {target} is {describe(obj)}")
 
 
 def _open_rows(
@@ -273,11 +275,7 @@ def _open_rows(
         fail(f"{input_file}: not UTF-8 text ({e.reason})")
     if first is None:
         fail(f"--input {input_file}: no rows")
-    names = tuple(first[0])
-    for name in params:
-        if name in names:
-            fail(f"--param {name} is also a column of {input_file}; give it in one place")
-    return names, _checked_rows(input_file, first, rows)
+    return tuple(first[0]), _checked_rows(input_file, first, rows)
 
 
 def _checked_rows(
@@ -334,8 +332,14 @@ def _run(
     from starfish.data_factory.inputs import stream_inputs
 
     try:
+        suffix = input_file.suffix.lower()
         stream = stream_inputs(
-            gen.func, names, rows, params, as_json=input_file.suffix.lower() != ".parquet"
+            gen.func,
+            names,
+            rows,
+            params,
+            as_json=suffix != ".parquet",
+            text_source=str(input_file) if suffix == ".csv" else None,  # values are text
         )
         gen.run_rows(stream)
     except (InputError, io.DataFileError) as e:

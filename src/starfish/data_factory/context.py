@@ -23,6 +23,9 @@ class JobContext:
     llm: dict[str, Any] = field(default_factory=dict)  # counts the model layer adds
     llm_before: dict[str, Any] = field(default_factory=dict)  # ... in earlier runs of the job
     llm_families: dict[str, int] = field(default_factory=dict)  # calls per provider family
+    # A one-line status the progress display shows while set (progress.set_notice): what a
+    # call waits on that the user cannot see, e.g. a server that does not answer.
+    notice: str | None = None
 
     def spent_usd(self) -> float:
         """What the job's model calls have cost so far, over all its runs (unknown prices: 0)."""

@@ -7,7 +7,7 @@ caller's lists, so a million inputs cost the caller's lists and nothing more.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from starfish.errors import InputError
@@ -111,15 +111,120 @@ def stream_inputs(
     rows: Iterable[tuple[dict[str, Any], str | None]],
     scalars: dict[str, Any],
     as_json: bool = False,
+    text_source: str | None = None,
 ) -> RowStream:
     """Check the row keys `names` and `scalars` against `func`'s signature, like
-    `build_inputs`, and wrap the rows to be streamed into storage."""
+    `build_inputs`, and wrap the rows to be streamed into storage.
+
+    `text_source` names a file whose values are all text (CSV): a column whose parameter is
+    annotated `int`, `float` or `bool` (or that or None) is converted to it as the rows
+    stream, and a value that does not convert is an `InputError` naming the file, the row,
+    the column and the type, raised while the job is created, before any call."""
     name = function_name(func)
     clash = sorted(set(names) & set(scalars))
     if clash:
         raise InputError(f"{clash[0]!r} is given both as a column and as a scalar; give it once.")
     _check_signature(func, name, {**dict.fromkeys(names), **scalars})
+    if text_source is not None:
+        converters = text_converters(func, names)
+        if converters:
+            rows = _converted(rows, converters, text_source)
     return RowStream(tuple(names), rows, dict(scalars), as_json)
+
+
+_TRUE = frozenset({"true", "1", "yes", "y", "t", "on"})
+_FALSE = frozenset({"false", "0", "no", "n", "f", "off"})
+
+
+def _to_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(text)
+
+
+def _to_int(text: str) -> int:
+    return int(text.strip())
+
+
+def _to_float(text: str) -> float:
+    return float(text.strip())
+
+
+_CONVERTERS: dict[Any, tuple[str, Callable[[str], Any]]] = {
+    bool: ("bool", _to_bool),
+    int: ("int", _to_int),
+    float: ("float", _to_float),
+}
+_BY_NAME = {"bool": bool, "int": int, "float": float}
+
+
+def text_converters(
+    func: Callable[..., Any], names: Iterable[str]
+) -> dict[str, tuple[str, Callable[[str], Any], bool]]:
+    """For each of `names` whose parameter of `func` is annotated int, float or bool (or
+    `X | None`): (the type's name, the converter, whether an empty value means None)."""
+    import typing
+
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return {}
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # an annotation that does not resolve: read the plain ones below
+        hints = {}
+    out: dict[str, tuple[str, Callable[[str], Any], bool]] = {}
+    for name in names:
+        param = params.get(name)
+        if param is None:
+            continue
+        annotation = hints.get(name, param.annotation)
+        optional = False
+        if isinstance(annotation, str):  # unresolved: `int`, `int | None`, `Optional[int]`
+            text = annotation.replace(" ", "")
+            optional = text.endswith("|None") or text.startswith("Optional[")
+            text = text.removesuffix("|None").removeprefix("Optional[").removesuffix("]")
+            annotation = _BY_NAME.get(text)
+        else:
+            args = typing.get_args(annotation)
+            if type(None) in args and len(args) == 2:
+                optional = True
+                annotation = next(a for a in args if a is not type(None))
+        found = _CONVERTERS.get(annotation)
+        if found is not None:
+            out[name] = (found[0], found[1], optional)
+    return out
+
+
+def _converted(
+    rows: Iterable[tuple[dict[str, Any], str | None]],
+    converters: dict[str, tuple[str, Callable[[str], Any], bool]],
+    source: str,
+) -> Iterator[tuple[dict[str, Any], str | None]]:
+    for n, (row, _) in enumerate(rows, start=1):
+        for column, (type_name, convert, optional) in converters.items():
+            value = row.get(column)
+            if not isinstance(value, str):
+                continue
+            if optional and not value.strip():
+                row[column] = None
+                continue
+            try:
+                row[column] = convert(value)
+            except ValueError:
+                raise InputError(
+                    f"{source}: row {n}, column {column!r}: {value!r} is not {_article(type_name)} "
+                    f"{type_name}, which the parameter {column}: {type_name} needs; fix the value "
+                    "or annotate the parameter `str` to take the text as it is."
+                ) from None
+        yield row, None  # the row changed: its text is made again
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def inputs_from_payload(payload: dict[str, Any], storage: Any, job_id: str) -> Any:

@@ -215,7 +215,7 @@ async def _execute(
     if options.show_progress and run_mode != "dry_run":
         from starfish.data_factory.progress import ProgressReporter
 
-        reporter = ProgressReporter(runner, name, n, already_done=base["completed"])
+        reporter = ProgressReporter(runner, name, n, before=base)
         reporter.start()
 
     interruption: BaseException | None = None

@@ -131,7 +131,8 @@ class Options:
 
             if importlib.util.find_spec("ray") is None:
                 raise OptionsError(
-                    "executor='ray' needs Ray, which is not installed: pip install 'starfish[ray]'."
+                    "executor='ray' needs Ray, which is not installed: "
+                    "pip install 'starfish-datagen[ray]'."
                 )
         _check_positive_or_none(
             "budget_usd",
