@@ -232,6 +232,12 @@ class OpenAIServer:
             assert request.transport is not None
             request.transport.close()
             return web.Response(status=500)
+        if "raw_bytes" in fault:  # bytes exactly as given, with their own content type
+            return web.Response(
+                status=fault.get("raw_status", 200),
+                body=fault["raw_bytes"],
+                headers={"Content-Type": fault.get("content_type", "application/json")},
+            )
         if "raw" in fault:  # a body exactly as given
             return web.Response(status=fault.get("raw_status", 200), text=fault["raw"])
         if "status" in fault:

@@ -26,6 +26,8 @@ class JobContext:
     # A one-line status the progress display shows while set (progress.set_notice): what a
     # call waits on that the user cannot see, e.g. a server that does not answer.
     notice: str | None = None
+    budget_usd: float | None = None  # the job's budget_usd: model requests are gated by it
+    reserved_usd: float = 0.0  # what the requests in flight may cost (the model layer's)
 
     def spent_usd(self) -> float:
         """What the job's model calls have cost so far, over all its runs (unknown prices: 0)."""

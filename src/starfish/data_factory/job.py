@@ -181,6 +181,7 @@ async def _execute(
     if resume_id is not None and options.budget_usd is not None:
         load_counts_before(job_context)
     budget = Budget(options.budget_usd, job_context.spent_usd) if options.budget_usd else None
+    job_context.budget_usd = options.budget_usd or None
     target = options.target_count
     runner = Runner(
         executor=make_executor(
@@ -253,7 +254,7 @@ async def _execute(
             reason = "terminated (SIGTERM)"
         else:
             reason = "interrupted"
-    elif runner.status in ("stopped", "failed"):
+    elif runner.status in ("stopped", "failed", "interrupted"):
         status, reason = runner.status, runner.stop_reason or runner.status
     elif counts["completed"] == 0:
         status, reason = "failed", "no input completed"

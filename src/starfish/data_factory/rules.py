@@ -7,7 +7,8 @@ threshold, the circuit breaker, `target_count` and fatal errors are rules; a new
 budget, say) is one more class here and one more entry in `default_rules`.
 
 An exception can carry hints that the rules honour: `retry_after` (seconds to wait before the
-retry) and `fatal = True` (no retry can fix it: stop the job).
+retry) and `fatal = True` (no retry can fix it: stop the job; with `stop_status =
+"interrupted"` or `"stopped"` the job is stored so, to be resumed later, rather than failed).
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ class FatalError:
     def decide(self, outcome: Outcome) -> Decision:
         error = outcome.error
         if getattr(error, "fatal", False) is True:
+            # `stop_status = "interrupted"`: nothing is broken, the job can resume later.
+            status = getattr(error, "stop_status", "failed")
+            if status == "stopped":
+                return Stop(status, str(error))
+            if status == "interrupted":
+                return Stop(status, f"{type(error).__name__}: {error}")
             return Stop("failed", f"fatal error: {type(error).__name__}: {error}")
         return None
 

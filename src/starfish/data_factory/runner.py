@@ -342,7 +342,7 @@ class Runner:
             if said is None:
                 continue
             if isinstance(said, Stop):
-                if said.status == "failed":
+                if said.status in ("failed", "interrupted"):
                     self.fatal_error = outcome.error
                 self._stop(said.status, said.reason)
                 return

@@ -57,6 +57,15 @@ class LLMRateLimitError(LLMError):
     """429 answers went on after every retry of the layer."""
 
 
+class LLMServerPauseError(LLMRateLimitError):
+    """The server asked for a pause longer than `MAX_SERVER_PAUSE` (retry-after, or a reset
+    with nothing remaining): the job ends `interrupted` rather than hold a process for an hour,
+    and resumes later."""
+
+    fatal = True
+    stop_status = "interrupted"
+
+
 class LLMOutputError(LLMError):
     """The answer is unusable: invalid JSON or records failing the schema after every re-ask,
     or cut off at `max_tokens` (`finish_reason == "length"`)."""

@@ -40,15 +40,35 @@ BURST_SECONDS = 0.5
 DEFAULT_PAUSE = 1.0
 """Pause after a 429 that says nothing about when to come back."""
 MAX_SERVER_PAUSE = 900.0
-"""The longest pause a server's headers can impose, in seconds (15 minutes)."""
+"""The longest pause a server may impose on a job, in seconds (15 minutes): a longer one ends
+the job `interrupted` (`LLMServerPauseError`), to be resumed later."""
+MAX_HEADER_DURATION = 7 * 86400.0
+"""Any duration read from a header is cut to this (a week): finite, whatever the server says."""
+NOTICE_AFTER = 5.0
+"""A pause at least this long is shown with the job's progress, with the server's reason."""
 
 
 def _clamp(seconds: float | None) -> float | None:
     """A duration from a header: None when it is not a number (NaN, inf), else within
-    0..MAX_SERVER_PAUSE."""
+    0..MAX_HEADER_DURATION."""
     if seconds is None or not math.isfinite(seconds):
         return None
-    return min(max(seconds, 0.0), MAX_SERVER_PAUSE)
+    return min(max(seconds, 0.0), MAX_HEADER_DURATION)
+
+
+def _why(headers: Any) -> str:
+    """The header a 429's pause came from, for the progress line and errors."""
+    for name in ("retry-after-ms", "retry-after"):
+        value = headers.get(name)
+        if value is not None:
+            return f"{name} {str(value)[:40]}"
+    return "rate-limit reset"
+
+
+def _notice(text: str | None) -> None:
+    from starfish.data_factory.progress import set_notice
+
+    set_notice(text)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -185,9 +205,11 @@ class Limiter:
         self.cap: float | None = max_in_flight
         self.in_flight = 0
         self.answered = False  # has the endpoint answered once (limits known)?
+        self.contacted = False  # has anything answered there at all (structured.py)?
         self.states_limits = False  # has it ever sent rate-limit headers?
         self.learner = ConcurrencyLearner()
         self.paused_until = 0.0
+        self.pause_reason = ""  # why the server paused us (a header and its value)
         self.shift = 0.0  # total seconds of pauses so far: reservations move by as much
         self.rate_limited = 0
         self._peak = 0
@@ -207,7 +229,7 @@ class Limiter:
         while True:
             now = time.monotonic()
             if self.paused_until > now:
-                await asyncio.sleep(self.paused_until - now)
+                await self._sit_out(now)
                 continue
             limit = self._limit()
             if limit is not None and self.in_flight >= limit:
@@ -236,12 +258,37 @@ class Limiter:
                 delay = due - time.monotonic()
                 if delay <= 0:
                     break
+                if self.paused_until > time.monotonic():
+                    await self._sit_out(time.monotonic())
+                    continue
                 await asyncio.sleep(delay)
         except BaseException:
             self.in_flight -= 1
             self._wake()
             raise
         return Ticket(tokens if self.tokens is not None else 0.0, time.monotonic(), self.in_flight)
+
+    async def _sit_out(self, now: float) -> None:
+        """Wait out the server's pause, saying so when it is long; refuse one that is longer
+        than `MAX_SERVER_PAUSE`."""
+        left = self.paused_until - now
+        if left > MAX_SERVER_PAUSE:
+            from starfish.llm.errors import LLMServerPauseError
+
+            raise LLMServerPauseError(
+                f"the server paused requests for {left:.0f} s ({self.pause_reason}), longer "
+                f"than the {MAX_SERVER_PAUSE:.0f} s a job waits: resume the job later",
+                retry_after=left,
+            )
+        if left >= NOTICE_AFTER:
+            until = time.strftime("%H:%M:%S", time.localtime(time.time() + left))
+            _notice(f"paused by the server until {until} ({self.pause_reason})")
+            try:
+                await asyncio.sleep(left)
+            finally:
+                _notice(None)
+        else:
+            await asyncio.sleep(left)
 
     def release(
         self,
@@ -292,17 +339,19 @@ class Limiter:
     def on_429(self, headers: Any) -> None:
         self.rate_limited += 1
         fresh = self.paused_until <= time.monotonic()  # the first 429 of a burst
-        self.pause(retry_after(headers))
+        self.pause(retry_after(headers), _why(headers))
         if fresh:
             current = self.in_flight + 1  # this call was released just before
             self.cap = max(1, int(min(self.cap or current, current)) // 2)
 
-    def pause(self, seconds: float) -> None:
-        """Hold every caller of this limiter for `seconds` (from now)."""
+    def pause(self, seconds: float, why: str = "") -> None:
+        """Hold every caller of this limiter for `seconds` (from now); `why` says which
+        header asked for it."""
         now = time.monotonic()
         until = now + seconds
         if until <= self.paused_until:
             return
+        self.pause_reason = why or f"{seconds:.0f} s"
         self.shift += until - max(now, self.paused_until)
         self.paused_until = until
         for bucket in (self.requests, self.tokens):
@@ -332,7 +381,7 @@ class Limiter:
                 elif bucket.per_minute != limit:
                     bucket.set_rate(limit)
             if remaining is not None and remaining < 1 and reset:
-                self.pause(reset)
+                self.pause(reset, f"{kind} remaining 0, reset in {reset:.0f} s")
 
 
 _limiters: dict[tuple[str, str, str], Limiter] = {}

@@ -51,6 +51,12 @@ MAX_MESSAGE = 500
 """Characters of a server's error message kept in errors (after the key is scrubbed)."""
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 20.0
+FIRST_CONTACT_WAIT = 10.0
+"""Seconds the first contact with an endpoint (`GET /models`) may take before the progress
+line says the server is not answering."""
+FIRST_CONTACT_GIVE_UP = 50.0
+"""Seconds without any answer to the first contact before the endpoint counts as unreachable
+(the job fails within a minute, with that reason, instead of waiting in silence)."""
 UNREACHABLE_MEMORY = 10.0
 """Seconds a failed first connection to a base URL is remembered: the calls of a job that
 start together get the same error instead of each trying again."""
@@ -460,6 +466,20 @@ class StructuredLLM:
             if rung is not None and self._rung() != rung:
                 limiter.release(ticket)  # another call learned a better rung while we waited
                 raise _ModeChanged
+            reserved = 0.0
+            try:
+                if not limiter.contacted:
+                    await self._first_contact()
+                job = self._job_of(call)
+                if job is not None and job.budget_usd is not None and self._price is not None:
+                    from starfish.llm.budget import estimate_usd, reserve
+
+                    prompt = estimate - self._completion_estimate
+                    most = cost_usd(self._price, prompt, self._completion_estimate) or 0.0
+                    reserved = await reserve(job, estimate_usd(job, most), clock)
+            except BaseException:
+                limiter.release(ticket)
+                raise
             # Whatever happens below, the reservation is given back exactly once (`finally`).
             release: dict[str, Any] = {}
             try:
@@ -500,6 +520,10 @@ class StructuredLLM:
                 raise
             finally:
                 limiter.release(ticket, **release)
+                if reserved:
+                    from starfish.llm.budget import release as give_back
+
+                    give_back(self._job_of(call), reserved)
             _unreachable.pop(self.base_url, None)
             if status == 200 and not isinstance(data, dict):
                 await self._count(call, {"requests": 1})
@@ -557,6 +581,39 @@ class StructuredLLM:
             raise LLMRequestError(
                 f"the server at {self.base_url} answered HTTP {status}: {message}"
             )
+
+    async def _first_contact(self) -> None:
+        """Before the first request to an endpoint (which may take minutes to generate),
+        check within seconds that something answers there at all."""
+        from starfish.data_factory.progress import set_notice
+        from starfish.llm.transport import ConnectFailed, probe
+
+        started = time.monotonic()
+        waited = 0.0
+        try:
+            while True:
+                try:
+                    status = await probe(
+                        self.base_url + "/models", self._headers, FIRST_CONTACT_WAIT
+                    )
+                except ConnectFailed:
+                    return  # the request itself says so, with the usual message
+                if status is not None:
+                    self._limiter.contacted = True
+                    return
+                waited = time.monotonic() - started
+                if waited >= FIRST_CONTACT_GIVE_UP:
+                    message = (
+                        f"the server at {self.base_url} accepted the connection but sent no "
+                        f"answer in {waited:.0f} s: check that it is the model server and "
+                        "that it is not stuck."
+                    )
+                    _unreachable[self.base_url] = (time.monotonic() + UNREACHABLE_MEMORY, message)
+                    raise LLMUnreachableError(message)
+                set_notice(f"waiting for {self.base_url} (no answer for {waited:.0f} s)")
+        finally:
+            if waited:
+                set_notice(None)
 
     def _refuse(self, rung: str | None) -> None:
         """The server refused `rung`: this process asks the endpoint with a lower one."""

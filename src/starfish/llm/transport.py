@@ -106,3 +106,20 @@ def decode(raw: bytes, charset: str | None) -> str:
             except (LookupError, UnicodeDecodeError):
                 continue
     return raw.decode("utf-8", "replace")
+
+
+async def probe(url: str, headers: dict[str, str], timeout: float) -> int | None:
+    """GET `url` and return its HTTP status once the headers arrive (any status: something
+    answers), or None if nothing did within `timeout`; `ConnectFailed` if nothing listens."""
+    import aiohttp
+
+    client = await session()
+    try:
+        async with client.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            return int(resp.status)
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectFailed(type(exc).__name__) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None
