@@ -147,6 +147,7 @@ async def _execute(
         base_kept = 0
         base_errors: dict[str, int] = {}
         dead: set[int] = set()
+        attempts_before: dict[int, int] = {}
         previous_time = 0.0
     else:
         row = storage.get_job(job_id) or {}
@@ -158,6 +159,7 @@ async def _execute(
         storage.start_resume(job_id, run_mode, config)
         pending = itertools.compress(range(n), progress.completed.translate(_INVERT))
         dead = progress.dead
+        attempts_before = progress.attempts
         base = {
             "completed": progress.num_completed,
             **progress.failed_counts,
@@ -201,6 +203,7 @@ async def _execute(
         on_error=hook_list(options.on_record_error),
         keep_records=collect and base_kept == 0,
         previously_dead=dead,
+        attempts_before=attempts_before,
     )
     # A failed write stops the job at once: no new call starts (the writer stores no more).
     writer.on_failure = lambda error: runner.stop("failed", _storage_reason(error))

@@ -31,6 +31,7 @@ class Progress:
     """What a job has already done, as loaded for a resume."""
 
     __slots__ = (
+        "attempts",
         "completed",
         "dead",
         "error_summary",
@@ -48,6 +49,7 @@ class Progress:
         error_summary: dict[str, int],
         state: dict[str, Any] | None,
         num_empty: int = 0,
+        attempts: dict[int, int] | None = None,
     ) -> None:
         self.completed = completed  # 1 at index i when input i completed
         self.num_completed = completed.count(1)
@@ -56,6 +58,10 @@ class Progress:
         self.failed_counts = failed_counts  # failed / filtered / duplicate attempts so far
         self.error_summary = error_summary
         self.state = state
+        # the highest attempt number of every input that has not completed: a resume numbers
+        # its attempts on from there (the model layer's cache key holds the attempt, so a
+        # restart at 1 would replay the cached answers that failed)
+        self.attempts = attempts or {}
 
 
 class JobWriter(ABC):

@@ -429,7 +429,15 @@ class SqliteStorage(Storage):
                 dead.add(key & _LOW)
         failed_counts = dict.fromkeys(("failed", "filtered", "duplicate"), 0)
         errors = _attempt_counts(conn, jid, failed_counts)
-        return Progress(completed, dead, failed_counts, errors, _load_state(conn, jid), empty)
+        return Progress(
+            completed,
+            dead,
+            failed_counts,
+            errors,
+            _load_state(conn, jid),
+            empty,
+            _last_attempts(conn, jid, completed),
+        )
 
     @_reading
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -716,6 +724,24 @@ def _finished_inputs(
         f"SELECT {column} FROM inputs WHERE key BETWEEN ? AND ? AND status = ?",
         (lo, lo | _LOW, status),
     )
+
+
+def _last_attempts(conn: sqlite3.Connection, jid: int, completed: bytearray) -> dict[int, int]:
+    """The highest attempt number of each input that has not completed (dead or pending)."""
+    last: dict[int, int] = {}
+    for idx, attempt in conn.execute(
+        "SELECT idx, max(attempt) FROM attempts WHERE jid = ? GROUP BY idx", (jid,)
+    ):
+        if idx < len(completed) and not completed[idx]:
+            last[idx] = attempt
+    lo = jid << _SHIFT
+    for key, attempts in conn.execute(
+        "SELECT key, attempts FROM inputs WHERE key BETWEEN ? AND ? AND status = 'dead'",
+        (lo, lo | _LOW),
+    ):
+        idx = key & _LOW
+        last[idx] = max(last.get(idx, 0), attempts)
+    return last
 
 
 def _attempt_counts(conn: sqlite3.Connection, jid: int, counts: dict[str, int]) -> dict[str, int]:
