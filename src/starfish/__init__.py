@@ -9,6 +9,7 @@ from starfish.errors import (
     OptionsError,
     OutputError,
     ResumeError,
+    SecretError,
     StarfishError,
     StorageError,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "OptionsError",
     "OutputError",
     "ResumeError",
+    "SecretError",
     "StarfishError",
     "StorageError",
     "StructuredLLM",
