@@ -240,7 +240,7 @@ class Runner:
         except Exception as exc:
             error = exc
         if watchdog is not None and watchdog.disarm(wid) and error is None:
-            error = self._timeout_error()
+            error = self._overrun_error(index, watchdog.ran(wid))
         verdict = None
         if error is None and self.on_complete:
             try:
@@ -290,6 +290,24 @@ class Runner:
     def _timeout_error(self) -> TimeoutError:
         return TimeoutError(f"{self.name} took longer than task_runner_timeout={self.timeout}s")
 
+    def _overrun_error(self, index: int, ran: float) -> TimeoutError:
+        """A call that ran past its deadline and returned anyway: it could not be stopped in
+        time (it blocked the loop, or ignored the cancellation), so its result is discarded."""
+        over = ran - (self.timeout or 0.0)
+        logger.warning(
+            "starfish: input %d ran %.1f s, %.1f s past task_runner_timeout=%ss, and did not "
+            "stop when it was due; stored as a TimeoutError",
+            index,
+            ran,
+            over,
+            self.timeout,
+        )
+        return TimeoutError(
+            f"{self.name} ran {ran:.1f} s for input {index}, {over:.1f} s past "
+            f"task_runner_timeout={self.timeout}s, without stopping when it was due (it blocks "
+            "the event loop, e.g. time.sleep, or ignores cancellation); its result is discarded"
+        )
+
     def _normalize(self, out: Any) -> list[Any]:
         if type(out) is list:
             for record in out:
@@ -319,6 +337,8 @@ class Runner:
                     f"on_record_complete hook {name} returned {result!r}; a hook "
                     "returns None (keep the records), 'filtered' or 'duplicate'."
                 )
+        if self._watchdog is not None:
+            self._watchdog.touch()  # a hook that blocked the loop: the calls behind it waited
         return verdict
 
     # recording the outcome -------------------------------------------------------------------
@@ -340,6 +360,8 @@ class Runner:
                     await result
             except Exception as exc:
                 logger.warning("on_record_error hook %r raised %r", hook, exc)
+        if self.on_error and self._watchdog is not None:
+            self._watchdog.touch()
 
     def _apply_rules(self, outcome: Outcome) -> None:
         decision = None
