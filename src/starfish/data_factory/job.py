@@ -26,8 +26,8 @@ from starfish.data_factory.rules import Budget, default_rules
 from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage import Storage, open_storage
-from starfish.data_factory.storage.base import COUNT_KEYS
-from starfish.errors import OutputError, StorageError
+from starfish.data_factory.storage.base import COUNT_KEYS, LOADING
+from starfish.errors import OutputError, ResumeError, StorageError
 
 logger = logging.getLogger("starfish")
 
@@ -131,6 +131,8 @@ async def _execute(
                 "run_mode": run_mode,
                 "storage": storage.kind,
                 "num_inputs": n,
+                # a file's rows stream in after this row: marked until they all are
+                "stop_reason": LOADING if isinstance(inputs, RowStream) else None,
                 "config": config,
                 "counts": None,
                 "error_summary": None,
@@ -151,6 +153,14 @@ async def _execute(
         previous_time = 0.0
     else:
         row = storage.get_job(job_id) or {}
+        if row.get("status") == "running" and row.get("stop_reason") == LOADING:
+            rows = storage.live_input_rows(job_id) if hasattr(storage, "live_input_rows") else 0
+            raise ResumeError(
+                f"job {job_id} was stopped while its input file was loading ({rows:,} rows "
+                "stored): it never started, and the rest of the file is not in storage. Run the "
+                f"command again (starfish run TARGET --input FILE); `starfish jobs delete "
+                f"{job_id}` removes the rows this one stored."
+            )
         progress = storage.load_progress(job_id, n)
         state = JobState(
             progress.state if progress.state is not None else options.initial_state_values,

@@ -15,10 +15,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starfish.data_factory.state import JobState
 
-__all__ = ["COUNT_KEYS", "FILTERS", "JobWriter", "Progress", "Storage", "check_filter"]
+__all__ = ["COUNT_KEYS", "FILTERS", "LOADING", "JobWriter", "Progress", "Storage", "check_filter"]
 
 FILTERS = ("completed", "failed", "filtered", "duplicate")
 COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
+LOADING = "input file load incomplete"
+"""The stop reason a job holds while the rows of its input file stream in, cleared in the
+transaction that stores their count. A job killed meanwhile keeps it: `jobs show` reads
+`abandoned (input file load incomplete)` and a resume says how to start again, instead of
+running its 0 inputs and storing it `failed`."""
 
 
 def check_filter(filter: str) -> str:

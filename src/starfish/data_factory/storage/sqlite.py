@@ -367,6 +367,16 @@ class SqliteStorage(Storage):
         """The reader of job `job_id`'s stored input rows."""
         return _input_rows.StoredRows(self.path, job_id, names, scalars, num_inputs)
 
+    @_reading
+    def live_input_rows(self, job_id: str) -> int:
+        """How many input rows of the job are stored (a load may have been cut short)."""
+        conn = self._db()
+        lo = self._jid(conn, job_id) << _SHIFT
+        (n,) = conn.execute(
+            "SELECT count(*) FROM input_rows WHERE key BETWEEN ? AND ?", (lo, lo | _LOW)
+        ).fetchone()
+        return int(n)
+
     def is_live(self, job_id: str) -> bool:
         from starfish.data_factory.storage.lease import holder
 
