@@ -26,9 +26,12 @@ KEY_PREFIXES = ("sk-", "gsk_", "AIza", "hf_", "xai-", "pplx-", "r8_", "nvapi-", 
 
 _ALT = "|".join(re.escape(p) for p in KEY_PREFIXES)
 _CANDIDATE = re.compile(("(?:" + _ALT + r")[A-Za-z0-9_\-]{20,}").encode())
-# In text: not preceded by a letter or digit ("task-..." holds no "sk-" key), a digit in the
-# tail ("sk-learn-and-pandas-tutorial" is a topic, not a key).
-_KEY = re.compile(r"(?<![A-Za-z0-9])(?:" + _ALT + r")(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{20,}")
+# In text, a key is a whole token: not preceded by a character a key may hold ("task-..." or
+# "x-sk-..." hold no "sk-" key), with a digit in the tail ("sk-learn-and-pandas-tutorial" is
+# a topic, not a key).
+_KEY = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?:" + _ALT + r")(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{20,}"
+)
 _MIN_SECRET = 8  # a shorter registered "key" would match everywhere
 
 KNOWN_SECRETS: list[Callable[[], Iterable[str]]] = []
