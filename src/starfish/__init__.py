@@ -10,6 +10,7 @@ from starfish.errors import (
     OptionsError,
     OutputError,
     ResumeError,
+    SecretError,
     StarfishError,
     StorageError,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "OptionsError",
     "OutputError",
     "ResumeError",
+    "SecretError",
     "StarfishError",
     "StorageError",
     "StructuredLLM",

@@ -16,6 +16,7 @@ __all__ = [
     "OptionsError",
     "OutputError",
     "ResumeError",
+    "SecretError",
     "StarfishError",
     "StorageError",
 ]
@@ -77,6 +78,11 @@ class JobNotFoundError(StarfishError, KeyError):
 
 class ResumeError(StarfishError, RuntimeError):
     """A job cannot be resumed (no stored call spec, its function cannot be imported, ...)."""
+
+
+class SecretError(StarfishError, ValueError):
+    """A job would store an API key (in its function's globals, its inputs or options): it is
+    refused before anything is stored or called."""
 
 
 class StorageError(StarfishError, RuntimeError):

@@ -58,6 +58,20 @@ def _attribute(module: Any, qualname: str) -> Any:
     return obj.func if _is_factory(obj) else obj
 
 
+class _FileRef:
+    """A function of a source file (a `file.py:function` TARGET) stored by reference: a resume
+    executes the file again and takes the function from it. Used instead of the value when the
+    value would carry an API key from the file's globals into the database."""
+
+    def __init__(self, where: dict[str, Any]) -> None:
+        self.where = where
+
+    def resolve(self) -> Callable[..., Any]:
+        obj = _import_origin(self.where, "")
+        func: Callable[..., Any] = obj.func if _is_factory(obj) else obj
+        return func
+
+
 def _pickled_by_value(module: str) -> bool:
     """Registered with `cloudpickle.register_pickle_by_value` (the CLI does so for a file
     TARGET): importable here only by a path trick, so a reference would not resolve elsewhere."""
@@ -113,7 +127,10 @@ def dump(func: Callable[..., Any], inputs: Any, opts: dict[str, Any]) -> bytes |
         dumps: Callable[..., bytes] = cloudpickle.dumps
     except ImportError:
         dumps = pickle.dumps
+    from starfish.data_factory import secrets
+
     ref = _func_ref(func)
+    where = origin(func)
     try:
         func_blob = (
             pickle.dumps(ref, protocol=pickle.HIGHEST_PROTOCOL)
@@ -130,8 +147,55 @@ def dump(func: Callable[..., Any], inputs: Any, opts: dict[str, Any]) -> bytes |
             exc,
         )
         return None
-    outer = {"version": SPEC_VERSION, "origin": origin(func), "func": func_blob, "rest": rest}
+    keys = secrets.known()
+    if ref is None and secrets.find(func_blob, keys) is not None:
+        if where is not None and where["file"] is not None and where["module"] != "__main__":
+            # a file TARGET: stored by reference, the file is executed again on resume
+            func_blob = pickle.dumps(_FileRef(where), protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            _refuse(func, secrets.where(func, keys), secrets.find(func_blob, keys))
+    found = secrets.find(rest, keys)
+    if found is not None:
+        _refuse(func, _where_in_rest(inputs, opts, keys), found)
+    outer = {"version": SPEC_VERSION, "origin": where, "func": func_blob, "rest": rest}
     return pickle.dumps(outer, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _where_in_rest(inputs: Any, opts: dict[str, Any], keys: set[str]) -> str | None:
+    """The input column, scalar or option (a hook and its global) that holds a key."""
+    from starfish.data_factory import secrets
+
+    payload = inputs.to_payload()
+    for name, value in payload.get("scalars", {}).items():
+        if secrets.holds(value, keys):
+            return f"the input {name!r} passed to run()"
+    for name, column in zip(payload.get("names", ()), payload.get("lists", ()), strict=False):
+        if secrets.holds(column, keys):
+            return f"the input column {name!r} passed to run()"
+    for option, value in opts.items():
+        hooks = value if isinstance(value, list) else [value]
+        for hook in hooks:
+            if callable(hook) and secrets.holds(hook, keys):
+                inside = secrets.where(hook, keys)
+                return f"{inside}, through the option {option}" if inside else f"{option}"
+        if not callable(value) and secrets.holds(value, keys):
+            return f"the option {option}"
+    return None
+
+
+def _refuse(func: Callable[..., Any], where: str | None, found: str | None) -> None:
+    from starfish.data_factory import secrets
+    from starfish.errors import SecretError
+
+    name = getattr(func, "__qualname__", repr(func))
+    what = secrets.shown(found or "")
+    raise SecretError(
+        f"job {name} not started: {where or 'its function, inputs or options'} holds an API "
+        f"key ({what}), and a job stores its function and inputs in the database for resume. "
+        "Keep keys out of them: read the key inside the function (os.environ[...]), or let "
+        "StructuredLLM read it from its environment variable (e.g. OPENAI_API_KEY); or move "
+        f"{name} into an importable module, which is stored by name."
+    )
 
 
 def load(blob: bytes | None, job_id: str, reload: bool = False) -> dict[str, Any]:
@@ -188,7 +252,7 @@ def load(blob: bytes | None, job_id: str, reload: bool = False) -> dict[str, Any
 
 def _resolved(payload: dict[str, Any], job_id: str) -> dict[str, Any]:
     try:
-        if isinstance(payload["func"], _FuncRef):
+        if isinstance(payload["func"], (_FuncRef, _FileRef)):
             payload["func"] = payload["func"].resolve()
     except Exception as exc:
         raise ResumeError(f"cannot load job {job_id} for resume: {exc!r}") from exc

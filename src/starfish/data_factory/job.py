@@ -28,8 +28,8 @@ from starfish.data_factory.rules import Budget, CircuitBreaker, default_rules
 from starfish.data_factory.runner import Runner
 from starfish.data_factory.state import JobState
 from starfish.data_factory.storage import Storage, open_storage
-from starfish.data_factory.storage.base import COUNT_KEYS
-from starfish.errors import JobStopped, OutputError, StorageError
+from starfish.data_factory.storage.base import COUNT_KEYS, LOADING
+from starfish.errors import JobStopped, OutputError, ResumeError, StorageError
 
 logger = logging.getLogger("starfish")
 
@@ -133,6 +133,8 @@ async def _execute(
                 "run_mode": run_mode,
                 "storage": storage.kind,
                 "num_inputs": n,
+                # a file's rows stream in after this row: marked until they all are
+                "stop_reason": LOADING if isinstance(inputs, RowStream) else None,
                 "config": config,
                 "counts": None,
                 "error_summary": None,
@@ -149,9 +151,18 @@ async def _execute(
         base_kept = 0
         base_errors: dict[str, int] = {}
         dead: set[int] = set()
+        attempts_before: dict[int, int] = {}
         previous_time = 0.0
     else:
         row = storage.get_job(job_id) or {}
+        if row.get("status") == "running" and row.get("stop_reason") == LOADING:
+            rows = storage.live_input_rows(job_id) if hasattr(storage, "live_input_rows") else 0
+            raise ResumeError(
+                f"job {job_id} was stopped while its input file was loading ({rows:,} rows "
+                "stored): it never started, and the rest of the file is not in storage. Run the "
+                f"command again (starfish run TARGET --input FILE); `starfish jobs delete "
+                f"{job_id}` removes the rows this one stored."
+            )
         progress = storage.load_progress(job_id, n)
         state = JobState(
             progress.state if progress.state is not None else options.initial_state_values,
@@ -160,6 +171,7 @@ async def _execute(
         storage.start_resume(job_id, run_mode, config)
         pending = itertools.compress(range(n), progress.completed.translate(_INVERT))
         dead = progress.dead
+        attempts_before = progress.attempts
         base = {
             "completed": progress.num_completed,
             **progress.failed_counts,
@@ -208,6 +220,7 @@ async def _execute(
         on_error=hook_list(options.on_record_error),
         keep_records=collect and base_kept == 0,
         previously_dead=dead,
+        attempts_before=attempts_before,
     )
     # A failed write stops the job at once: no new call starts (the writer stores no more).
     writer.on_failure = lambda error: runner.stop("failed", _storage_reason(error))

@@ -87,6 +87,7 @@ class Runner:
         on_error: list[Hook],
         keep_records: bool,
         previously_dead: set[int] | None = None,
+        attempts_before: dict[int, int] | None = None,
     ) -> None:
         self.executor = executor
         self.name = name
@@ -99,6 +100,10 @@ class Runner:
         self.on_complete = on_complete
         self.on_error = on_error
         self.previously_dead = previously_dead or set()
+        # Attempt numbers go on across runs (stored and in the call context, which the model
+        # layer keys its cache by), so a resume asks again instead of replaying a cached
+        # failure; the rules count this run's attempts, so a dead input gets fresh ones.
+        self._before = attempts_before or {}
         self.counts = dict.fromkeys(COUNT_KEYS, 0)
         self.rules = rules(self.counts)
         self._target = next((r for r in self.rules if isinstance(r, TargetCount)), None)
@@ -218,7 +223,8 @@ class Runner:
 
     async def _attempt(self, index: int, wid: int) -> Outcome | None:
         """Call the function for one input, store what came of it, apply the rules."""
-        attempt = self._attempts.pop(index, 0) + 1
+        tries = self._attempts.pop(index, 0) + 1  # in this run: what the rules count
+        attempt = tries + self._before.get(index, 0) if self._before else tries
         call = self._calls[wid]
         call[0], call[1], call[2] = index, attempt, None
         records: list[Any] = []
@@ -234,7 +240,7 @@ class Runner:
         except Exception as exc:
             error = exc
         if watchdog is not None and watchdog.disarm(wid) and error is None:
-            error = self._timeout_error()
+            error = self._overrun_error(index, watchdog.ran(wid))
         verdict = None
         if error is None and self.on_complete:
             try:
@@ -255,7 +261,7 @@ class Runner:
             await self._failed(index, attempt, error)
             if self._stopping:
                 return None
-            outcome = Outcome(index, attempt, "failed", error)
+            outcome = Outcome(index, tries, "failed", error)
         elif verdict is None:
             self.counts["completed"] += 1
             if self.records is not None:  # a lone record is kept without its list: 1M × 72 B
@@ -265,10 +271,10 @@ class Runner:
             if self._bare_completions:
                 self._save_state()
                 return None
-            outcome = Outcome(index, attempt, "completed", None, len(records))
+            outcome = Outcome(index, tries, "completed", None, len(records))
         else:
             self.counts[verdict] += 1
-            outcome = Outcome(index, attempt, verdict, None, len(records))
+            outcome = Outcome(index, tries, verdict, None, len(records))
         self._save_state()
         self._apply_rules(outcome)
         return outcome
@@ -283,6 +289,24 @@ class Runner:
 
     def _timeout_error(self) -> TimeoutError:
         return TimeoutError(f"{self.name} took longer than task_runner_timeout={self.timeout}s")
+
+    def _overrun_error(self, index: int, ran: float) -> TimeoutError:
+        """A call that ran past its deadline and returned anyway: it could not be stopped in
+        time (it blocked the loop, or ignored the cancellation), so its result is discarded."""
+        over = ran - (self.timeout or 0.0)
+        logger.warning(
+            "starfish: input %d ran %.1f s, %.1f s past task_runner_timeout=%ss, and did not "
+            "stop when it was due; stored as a TimeoutError",
+            index,
+            ran,
+            over,
+            self.timeout,
+        )
+        return TimeoutError(
+            f"{self.name} ran {ran:.1f} s for input {index}, {over:.1f} s past "
+            f"task_runner_timeout={self.timeout}s, without stopping when it was due (it blocks "
+            "the event loop, e.g. time.sleep, or ignores cancellation); its result is discarded"
+        )
 
     def _normalize(self, out: Any) -> list[Any]:
         if type(out) is list:
@@ -313,6 +337,8 @@ class Runner:
                     f"on_record_complete hook {name} returned {result!r}; a hook "
                     "returns None (keep the records), 'filtered' or 'duplicate'."
                 )
+        if self._watchdog is not None:
+            self._watchdog.touch()  # a hook that blocked the loop: the calls behind it waited
         return verdict
 
     # recording the outcome -------------------------------------------------------------------
@@ -334,6 +360,8 @@ class Runner:
                     await result
             except Exception as exc:
                 logger.warning("on_record_error hook %r raised %r", hook, exc)
+        if self.on_error and self._watchdog is not None:
+            self._watchdog.touch()
 
     def _apply_rules(self, outcome: Outcome) -> None:
         decision = None
@@ -354,7 +382,8 @@ class Runner:
             self._attempts[index] = outcome.attempt
             self._queue.retry_later(index, decision.delay)
         elif decision is DEAD:
-            self.writer.input_done(index, "dead", outcome.attempt, None)
+            attempts = outcome.attempt + self._before.get(index, 0)
+            self.writer.input_done(index, "dead", attempts, None)
             if index not in self.previously_dead:
                 self.counts["dead"] += 1
 

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 from starfish.data_factory.context import STORED_COUNTS
+from starfish.data_factory.secrets import KNOWN_SECRETS, WORKER_REDUCERS
 from starfish.llm.errors import (
     LLMAuthError,
     LLMConfigError,
@@ -25,6 +26,22 @@ def _stored_counts(path: Path, job_id: str) -> dict[str, Any] | None:
 
 
 STORED_COUNTS.append(_stored_counts)  # a resumed job's budget_usd counts its earlier runs
+
+
+def _known_keys() -> set[str]:
+    from starfish.llm.providers import known_keys
+
+    return known_keys()
+
+
+def _with_key(llm: StructuredLLM) -> tuple[Any, ...]:
+    from starfish.llm.structured import _restore
+
+    return (_restore, ({**llm._init, "api_key": llm._target.api_key},))
+
+
+KNOWN_SECRETS.append(_known_keys)  # a job refuses to store these in its call spec
+WORKER_REDUCERS[StructuredLLM] = _with_key  # Ray workers get the key; the database never does
 
 __all__ = [
     "LLMAuthError",

@@ -51,8 +51,20 @@ class Target:
         return f"Target(family={self.family!r}, model={self.model!r}, base_url={self.base_url!r})"
 
 
+GIVEN_KEYS: set[str] = set()
+"""Every `api_key=` given in this process: a job refuses to store one (data_factory/secrets)."""
+
+
+def known_keys() -> set[str]:
+    """The keys in use: those given, and the providers' key variables that are set."""
+    env = {os.environ.get(p.key_env) for p in PROVIDERS.values() if p.key_env}
+    return {k for k in env if k} | GIVEN_KEYS
+
+
 def resolve(model_name: str, base_url: str | None, api_key: str | None) -> Target:
     """Find the provider of `model_name`, its base URL and key; a clear error if one is missing."""
+    if api_key:
+        GIVEN_KEYS.add(api_key)
     if not isinstance(model_name, str) or not model_name.strip():
         raise LLMConfigError(
             f"model_name must be 'provider/model' (e.g. 'openai/gpt-4o-mini'), not {model_name!r}"

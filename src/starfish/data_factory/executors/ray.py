@@ -12,6 +12,13 @@ cancels it when late); the actor applies the same timeout to the item so a late 
 run on, and a batch whose items were all abandoned is cancelled with `ray.cancel`. Ray's own
 task and actor retries are off, so every attempt is one the runner recorded; an actor that dies
 (killed, node lost) is replaced and its items in flight are sent again, so the job goes on.
+
+Each result is pickled on its own in the actor: one that cannot be (a lock, a client) fails
+its input only, not the whole stream of its batch. Errors from Ray itself are stored as one
+clean line (no colour codes, process ids or addresses). The function is shipped with the keys
+its objects hold (`secrets.WORKER_REDUCERS`: a `StructuredLLM`'s `api_key=`), which the call
+spec never stores. `ray.init` installs its own SIGTERM handler (exit 15); the one the job had
+is put back, so SIGTERM stops the job as with the local executor.
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -120,7 +130,7 @@ class _Worker:
         ready: asyncio.Event,
     ) -> None:
         try:
-            outcome: tuple[int, bool, Any] = (pos, True, await self.func(**kwargs))
+            outcome: tuple[int, bool, Any] = (pos, True, _dumps(await self.func(**kwargs)))
         except asyncio.CancelledError as exc:
             if expired:
                 outcome = (pos, False, TimeoutError(f"took longer than {self.timeout}s"))
@@ -138,6 +148,66 @@ class _Worker:
     async def ready(self) -> int:
         """Answered once the actor's loop runs: the first call pays no start-up."""
         return os.getpid()
+
+
+def _dumps(value: Any) -> bytes:
+    """The result, pickled here so that one that cannot be fails its own input only."""
+    import cloudpickle
+
+    try:
+        data: bytes = cloudpickle.dumps(value)
+    except Exception as exc:
+        raise TypeError(
+            f"the function's result cannot be sent back from a Ray worker "
+            f"({type(exc).__name__}: {_one_line(str(exc))}); return JSON-like records"
+        ) from None
+    return data
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_PLACE = re.compile(r"\s*\((?:[a-z_]+=[^,()]*,?\s*)+\)|\b(?:pid|ip|node_id|actor_id|worker_id)=\S+")
+_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+
+
+def _one_line(text: str) -> str:
+    """A message as stored: no colour codes, process ids or addresses, one line."""
+    text = _ADDRESS.sub("<address>", _PLACE.sub("", _ANSI.sub("", text)))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("ray::", "Traceback", "File "))]
+    return (lines[-1] if lines else "")[:500]
+
+
+def _clean(exc: BaseException) -> BaseException:
+    """An error of Ray itself (a failed batch) as one clean line, named after its cause."""
+    cause = getattr(exc, "cause", None)
+    base = cause if isinstance(cause, BaseException) else exc
+    return _rebuild(type(base).__name__, f"Ray: {_one_line(str(base)) or type(base).__name__}")
+
+
+def _ship(func: Callable[..., Any]) -> bytes:
+    """The function pickled for the workers, with the keys its objects keep out of the call
+    spec (their `WORKER_REDUCERS`): it travels to the actors and is never stored."""
+    import io
+
+    import cloudpickle
+
+    from starfish.data_factory.secrets import WORKER_REDUCERS
+
+    reducers = dict(WORKER_REDUCERS)
+    if not reducers:
+        blob: bytes = cloudpickle.dumps(func)
+        return blob
+
+    class _Shipper(cloudpickle.CloudPickler):  # type: ignore[misc]  # untyped base
+        def reducer_override(self, obj: Any) -> Any:
+            reduce = reducers.get(type(obj))
+            if reduce is not None:
+                return reduce(obj)
+            return super().reducer_override(obj)
+
+    buffer = io.BytesIO()
+    _Shipper(buffer).dump(func)
+    return buffer.getvalue()
 
 
 def _expire(tasks: list[asyncio.Task[None]], expired: list[bool]) -> None:
@@ -160,7 +230,20 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.done():
         return  # timed out or cancelled on the driver meanwhile
     if ok:
-        future.set_result(value)
+        import pickle
+
+        try:
+            result = pickle.loads(value)
+        except Exception as exc:
+            future.set_exception(
+                _rebuild(
+                    "TypeError",
+                    f"the function's result cannot be loaded from a Ray worker "
+                    f"({type(exc).__name__}: {_one_line(str(exc))})",
+                )
+            )
+            return
+        future.set_result(result)
     elif isinstance(value, tuple):
         future.set_exception(_rebuild(*value))
     else:
@@ -187,20 +270,22 @@ class RayExecutor:
         self._blob = b""
 
     async def start(self) -> None:
-        import cloudpickle
-
         started = time.monotonic()
         import ray as ray_module  # present: Options checked it at decoration
 
         ray: Any = ray_module  # Ray's API is only partly typed
         self._ray = ray
         self._loop = asyncio.get_running_loop()
-        self._blob = cloudpickle.dumps(self.func)
+        self._blob = _ship(self.func)
         if not ray.is_initialized():
             # RAY_ADDRESS (read by ray.init) joins an existing cluster; otherwise a local
             # instance is started for this job and stopped with it.
+            main = threading.current_thread() is threading.main_thread()
+            handler = signal.getsignal(signal.SIGTERM) if main else None
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
             self._owns_ray = True
+            if handler is not None and signal.getsignal(signal.SIGTERM) is not handler:
+                signal.signal(signal.SIGTERM, handler)  # Ray's exits 15, mid-write
         self._actor_class = ray.remote(max_restarts=0, max_task_retries=0, num_cpus=1)(_Worker)
         cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
         for slot in range(max(1, min(cpus, self.concurrency))):
@@ -281,9 +366,10 @@ class RayExecutor:
             if type(exc).__name__ in _LOST or isinstance(exc, self._ray.exceptions.RayActorError):
                 self._replace(slot, actor, batch)
                 return
+            error = _clean(exc)
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(exc)
+                    item.future.set_exception(error)
 
     def _replace(self, slot: int, dead: Any, batch: list[_Item]) -> None:
         """A lost actor: start another in its slot and send its items in flight again."""

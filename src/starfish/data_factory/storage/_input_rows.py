@@ -68,7 +68,10 @@ def store_rows(
         if chunk:
             _insert(conn, chunk)
         if count:
-            conn.execute("UPDATE jobs SET num_inputs = ? WHERE job_id = ?", (count, job_id))
+            conn.execute(
+                "UPDATE jobs SET num_inputs = ?, stop_reason = NULL WHERE job_id = ?",
+                (count, job_id),
+            )
         return count
     finally:
         conn.close()

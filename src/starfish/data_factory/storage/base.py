@@ -15,10 +15,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starfish.data_factory.state import JobState
 
-__all__ = ["COUNT_KEYS", "FILTERS", "JobWriter", "Progress", "Storage", "check_filter"]
+__all__ = ["COUNT_KEYS", "FILTERS", "LOADING", "JobWriter", "Progress", "Storage", "check_filter"]
 
 FILTERS = ("completed", "failed", "filtered", "duplicate")
 COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
+LOADING = "input file load incomplete"
+"""The stop reason a job holds while the rows of its input file stream in, cleared in the
+transaction that stores their count. A job killed meanwhile keeps it: `jobs show` reads
+`abandoned (input file load incomplete)` and a resume says how to start again, instead of
+running its 0 inputs and storing it `failed`."""
 
 
 def check_filter(filter: str) -> str:
@@ -31,6 +36,7 @@ class Progress:
     """What a job has already done, as loaded for a resume."""
 
     __slots__ = (
+        "attempts",
         "completed",
         "dead",
         "error_summary",
@@ -48,6 +54,7 @@ class Progress:
         error_summary: dict[str, int],
         state: dict[str, Any] | None,
         num_empty: int = 0,
+        attempts: dict[int, int] | None = None,
     ) -> None:
         self.completed = completed  # 1 at index i when input i completed
         self.num_completed = completed.count(1)
@@ -56,6 +63,10 @@ class Progress:
         self.failed_counts = failed_counts  # failed / filtered / duplicate attempts so far
         self.error_summary = error_summary
         self.state = state
+        # the highest attempt number of every input that has not completed: a resume numbers
+        # its attempts on from there (the model layer's cache key holds the attempt, so a
+        # restart at 1 would replay the cached answers that failed)
+        self.attempts = attempts or {}
 
 
 class JobWriter(ABC):

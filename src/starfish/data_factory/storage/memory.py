@@ -106,7 +106,15 @@ class MemoryStorage(Storage):
                     dead.add(i)
         counts, errors = self.live_counts(job_id)
         failed = {k: counts[k] for k in ("failed", "filtered", "duplicate")}
-        return Progress(completed, dead, failed, errors, dict(job.state), empty)
+        last: dict[int, int] = {}
+        for index, attempt, *_ in job.attempts:
+            if not completed[index]:
+                last[index] = max(last.get(index, 0), attempt)
+        for index in dead:
+            outcome = job.outcomes[index]
+            assert outcome is not None
+            last[index] = max(last.get(index, 0), outcome[1])
+        return Progress(completed, dead, failed, errors, dict(job.state), empty, last)
 
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
         job = self._job(job_id)

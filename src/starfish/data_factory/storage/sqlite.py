@@ -390,6 +390,16 @@ class SqliteStorage(Storage):
         """The reader of job `job_id`'s stored input rows."""
         return _input_rows.StoredRows(self.path, job_id, names, scalars, num_inputs)
 
+    @_reading
+    def live_input_rows(self, job_id: str) -> int:
+        """How many input rows of the job are stored (a load may have been cut short)."""
+        conn = self._db()
+        lo = self._jid(conn, job_id) << _SHIFT
+        (n,) = conn.execute(
+            "SELECT count(*) FROM input_rows WHERE key BETWEEN ? AND ?", (lo, lo | _LOW)
+        ).fetchone()
+        return int(n)
+
     def is_live(self, job_id: str) -> bool:
         from starfish.data_factory.storage.lease import holder
 
@@ -452,7 +462,15 @@ class SqliteStorage(Storage):
                 dead.add(key & _LOW)
         failed_counts = dict.fromkeys(("failed", "filtered", "duplicate"), 0)
         errors = _attempt_counts(conn, jid, failed_counts)
-        return Progress(completed, dead, failed_counts, errors, _load_state(conn, jid), empty)
+        return Progress(
+            completed,
+            dead,
+            failed_counts,
+            errors,
+            _load_state(conn, jid),
+            empty,
+            _last_attempts(conn, jid, completed),
+        )
 
     @_reading
     def live_counts(self, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -771,6 +789,24 @@ def _finished_inputs(
         f"SELECT {column} FROM inputs WHERE key BETWEEN ? AND ? AND status = ?",
         (lo, lo | _LOW, status),
     )
+
+
+def _last_attempts(conn: sqlite3.Connection, jid: int, completed: bytearray) -> dict[int, int]:
+    """The highest attempt number of each input that has not completed (dead or pending)."""
+    last: dict[int, int] = {}
+    for idx, attempt in conn.execute(
+        "SELECT idx, max(attempt) FROM attempts WHERE jid = ? GROUP BY idx", (jid,)
+    ):
+        if idx < len(completed) and not completed[idx]:
+            last[idx] = attempt
+    lo = jid << _SHIFT
+    for key, attempts in conn.execute(
+        "SELECT key, attempts FROM inputs WHERE key BETWEEN ? AND ? AND status = 'dead'",
+        (lo, lo | _LOW),
+    ):
+        idx = key & _LOW
+        last[idx] = max(last.get(idx, 0), attempts)
+    return last
 
 
 def _attempt_counts(conn: sqlite3.Connection, jid: int, counts: dict[str, int]) -> dict[str, int]:
