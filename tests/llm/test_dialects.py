@@ -216,3 +216,22 @@ def test_a_timed_out_call_still_counts_its_request(make_server):
         gen.run(topic=["a", "b"])
     counts = read_counts(db_path(), gen.job_id)
     assert counts["requests"] == len(server.requests) >= 2
+
+
+def test_a_call_cancelled_while_queued_at_the_server_closes_its_connection(make_server):
+    """The server skips a queued request whose client left (as llama-cpp-python does), and
+    the request still counts: it went out."""
+    server = make_server(serial=True, latency=1.0)
+    busy = make_llm(server)
+    queued = StructuredLLM("m2", prompt="{{topic}}", base_url=server.url)  # its own limiter
+
+    async def scenario():
+        first = asyncio.ensure_future(busy.run(topic="a"))
+        await asyncio.sleep(0.3)  # the server is answering `first`
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(queued.run(topic="b"), 0.3)
+        await first
+
+    asyncio.run(scenario())
+    assert server.abandoned == 1 and server.statuses.count(200) == 1
+    assert queued.counts["requests"] == 1

@@ -80,6 +80,14 @@ def generate(
         float | None,
         typer.Option(min=0.001, metavar="N", help="Tokens per minute (default: learned)."),
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            metavar="SECONDS",
+            help="Longest wait for one answer from the server (request_timeout).",
+        ),
+    ] = 120.0,
     temperature: Annotated[float | None, typer.Option(metavar="T")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, metavar="N")] = None,
     max_concurrency: Annotated[int, typer.Option(min=1, metavar="N")] = 20,
@@ -120,6 +128,8 @@ def generate(
     settings: dict[str, Any] = {"model_name": model, "prompt": prompt, "base_url": base_url}
     if structured_output != "auto":
         settings["structured_output"] = structured_output
+    if timeout != 120.0:
+        settings["request_timeout"] = timeout
     if api_key_env is not None:
         settings["api_key_env"] = api_key_env
     if model_kwargs:
