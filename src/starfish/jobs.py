@@ -52,6 +52,7 @@ class JobInfo:
     error_summary: dict[str, int] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     llm: dict[str, Any] | None = None  # the model layer's counts, when it was used
+    made_with: dict[str, Any] | None = None  # a `starfish generate` job's model settings
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +65,33 @@ def _llm_counts(storage: Storage, job_id: str) -> dict[str, Any] | None:
     from starfish.llm.cache import read_counts
 
     return read_counts(path, job_id)
+
+
+MADE_WITH = (
+    "model_name",
+    "base_url",
+    "prompt",
+    "output_schema",
+    "structured_output",
+    "model_kwargs",
+)
+
+
+def _made_with(storage: Storage, job_id: str) -> dict[str, Any] | None:
+    """How a `starfish generate` job was made (model, base URL, prompt template, schema, mode),
+    from its stored call spec; None for any other job. Never a key: the settings hold none."""
+    import pickle
+
+    try:
+        outer = pickle.loads(storage.load_spec(job_id))
+        where = outer.get("origin") or {}
+        if (where.get("module"), where.get("qualname")) != ("starfish.llm.generate", "generate"):
+            return None
+        llm = pickle.loads(outer["rest"])["inputs"]["scalars"]["llm"]
+    except Exception:  # no spec, an older one, or not a generate job
+        return None
+    settings = llm.get("settings", llm)
+    return {k: settings[k] for k in MADE_WITH if settings.get(k) not in (None, {}, "auto")}
 
 
 def _info(
@@ -95,6 +123,7 @@ def _info(
         error_summary=dict(errors or {}),
         state=row.get("state") or {},
         llm=_llm_counts(storage, job_id) if with_llm else None,
+        made_with=_made_with(storage, job_id) if with_llm and row["name"] == "generate" else None,
     )
 
 

@@ -129,3 +129,32 @@ def test_generate_takes_the_json_list_schema_a_key_variable_and_a_mode(make_serv
     bad_mode = starfish(*base, "--schema", schema, "--structured-output", "grammar", cwd=tmp_path)
     assert bad_mode.returncode == 2 and "structured_output must be one of" in bad_mode.stderr
     assert len(server.requests) == 2
+
+
+def test_samples_no_cache_jobs_show_and_clearing_one_jobs_cache(make_server, tmp_path):
+    server = make_server()
+    topics = write_topics(tmp_path / "topics.jsonl", ["tides", "owls"])
+    base = [
+        "generate", "--model", "m", "--base-url", server.url, "--prompt", "About {{topic}}.",
+        "--schema", "question:str", "--input", str(topics), "--no-progress", "--json",
+    ]  # fmt: skip
+    first = starfish(*base, "--samples", "3", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    job_a = json.loads(first.stdout)
+    assert job_a["records"] == 6 and len(server.requests) == 6  # 3 independent calls a row
+    show = starfish("jobs", "show", job_a["job_id"], cwd=tmp_path)
+    assert "made with:" in show.stdout and f"base_url: {server.url}" in show.stdout
+    assert "prompt: About {{topic}}." in show.stdout and '"name": "question"' in show.stdout
+
+    again = starfish(*base, "--samples", "3", "--no-cache", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests) == 12  # asked again, nothing answered from the cache
+    job_b = json.loads(starfish(*base, cwd=tmp_path).stdout)  # 1 sample: answered by the cache
+    assert len(server.requests) == 12 and job_b["llm"]["cache_hits"] == 2
+
+    cleared = starfish("cache", "clear", "--job", job_a["job_id"][:10], cwd=tmp_path)
+    assert cleared.returncode == 0 and "deleted 6 cached responses" in cleared.stdout
+    starfish(*base, cwd=tmp_path)
+    assert len(server.requests) == 14  # job A's answers are gone; job B kept none of its own
+    unknown = starfish("cache", "clear", "--job", "ffffffff", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no job" in unknown.stderr

@@ -33,8 +33,29 @@ def info(
 
 
 @app.command("clear")
-def clear() -> None:
-    """Delete every cached response: the next run of a job pays for its calls again."""
+def clear(
+    job: Annotated[
+        str | None,
+        typer.Option(
+            "--job",
+            metavar="ID",
+            help="Only the responses this job kept (a unique id prefix will do).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Delete cached responses (all, or one job's): the next run pays for those calls again."""
     from starfish.llm.cache import clear_cache
 
-    typer.echo(f"deleted {clear_cache()} cached responses")
+    if job is None:
+        typer.echo(f"deleted {clear_cache()} cached responses")
+        return
+    from starfish.cli._output import fail
+    from starfish.errors import JobNotFoundError
+    from starfish.jobs import load_job
+
+    try:
+        job_id = load_job(job).job_id
+    except JobNotFoundError as e:
+        fail(str(e))
+    typer.echo(f"deleted {clear_cache(job_id=job_id)} cached responses of job {job_id}")

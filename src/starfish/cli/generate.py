@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from starfish.cli._output import fail
-from starfish.cli.run import input_option, stop_threshold_option
+from starfish.cli.run import input_option, no_cache_option, stop_threshold_option
 
 __all__ = ["generate"]
 
@@ -91,6 +91,11 @@ def generate(
     temperature: Annotated[float | None, typer.Option(metavar="T")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, metavar="N")] = None,
     max_concurrency: Annotated[int, typer.Option(min=1, metavar="N")] = 20,
+    samples: Annotated[
+        int,
+        typer.Option(min=1, metavar="N", help="Independent samples (model calls) per row."),
+    ] = 1,
+    no_cache: Annotated[bool, no_cache_option()] = False,
     input_columns: Annotated[
         bool,
         typer.Option(
@@ -171,10 +176,11 @@ def generate(
             params["llm"]["columns"] = list(names)
 
     # One dict for every row; the columns to keep are known once the file is open.
-    params["llm"] = {"settings": settings, "columns": []}
+    params["llm"] = {"settings": settings, "columns": [], "samples": samples}
     gen = data_factory(
         max_concurrency=max_concurrency,
         show_progress=not no_progress,
         stop_threshold=stop_threshold,
+        llm_cache=not no_cache,
     )(generate)
     run_over_file(gen, input_file, params, output, as_json, check_columns)

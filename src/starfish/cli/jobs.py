@@ -110,6 +110,11 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         lines.append(("llm", llm_line(info.llm)))
     for key, value in lines:
         typer.echo(f"{key + ':' if key else '':<13}{value}")
+    if info.made_with:
+        typer.echo("made with:")
+        for key, value in info.made_with.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            typer.echo(f"  {key}: {text}")
     typer.echo("config:")
     for key, value in sorted((info.config or {}).items()):
         text = value if isinstance(value, str) else json.dumps(value, default=str)

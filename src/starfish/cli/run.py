@@ -36,6 +36,14 @@ STOP_THRESHOLD_HELP = (
 )
 
 
+def no_cache_option() -> Any:
+    return typer.Option(
+        "--no-cache",
+        help="Ask the model again instead of answering from cached responses (none of this "
+        "job's answers are kept either).",
+    )
+
+
 def stop_threshold_option() -> Any:
     """`--stop-threshold SHARE`, as `run` and `generate` take it."""
     return typer.Option(
@@ -131,6 +139,7 @@ def run(
             show_default=False,
         ),
     ] = None,
+    no_cache: Annotated[bool, no_cache_option()] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the job as JSON on stdout.")
@@ -148,6 +157,7 @@ def run(
         "executor": executor,
         "stop_threshold": stop_threshold,
         "stop_window": stop_window,
+        "llm_cache": False if no_cache else None,
     }
     gen = _factory(target, overrides, not no_progress)
     run_over_file(gen, input_file, params, output, as_json)

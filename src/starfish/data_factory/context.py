@@ -28,6 +28,7 @@ class JobContext:
     notice: str | None = None
     budget_usd: float | None = None  # the job's budget_usd: model requests are gated by it
     reserved_usd: float = 0.0  # what the requests in flight may cost (the model layer's)
+    llm_cache: bool = True  # the job's llm_cache option: False asks the model again
 
     def spent_usd(self) -> float:
         """What the job's model calls have cost so far, over all its runs (unknown prices: 0)."""

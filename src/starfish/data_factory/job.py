@@ -194,6 +194,7 @@ async def _execute(
         load_counts_before(job_context)
     budget = Budget(options.budget_usd, job_context.spent_usd) if options.budget_usd else None
     job_context.budget_usd = options.budget_usd or None
+    job_context.llm_cache = options.llm_cache
     target = options.target_count
     runner = Runner(
         executor=make_executor(

@@ -51,6 +51,7 @@ class Options:
     rate_limit: str | None = None
     executor: str = "local"
     budget_usd: float | None = None
+    llm_cache: bool = True  # False: the job's model calls neither read nor keep cached answers
 
     @classmethod
     def create(cls, options: Mapping[str, Any] | None = None) -> Options:

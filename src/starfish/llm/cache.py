@@ -41,6 +41,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS llm_cache (
     key TEXT PRIMARY KEY,
     response TEXT NOT NULL,
+    job_id TEXT,
     created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 CREATE TABLE IF NOT EXISTS llm_counts (
@@ -83,6 +84,10 @@ def _text(response: Any) -> str:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
+    cached = {row[1] for row in conn.execute("PRAGMA table_info(llm_cache)")}
+    if "job_id" not in cached:  # rows kept before then belong to no job (`clear` takes them)
+        with contextlib.suppress(sqlite3.OperationalError):
+            conn.execute("ALTER TABLE llm_cache ADD COLUMN job_id TEXT")
     have = {row[1] for row in conn.execute("PRAGMA table_info(llm_counts)")}
     for column in _ADDED:
         if column not in have:
@@ -95,7 +100,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
 @dataclass
 class _Batch:
     done: Any  # an asyncio.Future resolved once the batch is committed
-    rows: list[tuple[str, str]] = field(default_factory=list)
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -126,7 +131,7 @@ class ResponseStore:
     ) -> None:
         """Add `counts` to the job's and keep `response` (JSON, or its text as received) under
         `key`: one transaction, now."""
-        self._write([(key, _text(response))] if key is not None else [], {job_id: counts})
+        self._write([(key, _text(response), job_id)] if key is not None else [], {job_id: counts})
 
     async def save_soon(
         self, job_id: str, counts: dict[str, Any], key: str | None, response: Any | bytes
@@ -142,7 +147,7 @@ class ResponseStore:
             batch = self._batches[loop] = _Batch(loop.create_future())
             loop.call_soon(self._flush, loop)
         if key is not None:
-            batch.rows.append((key, _text(response)))
+            batch.rows.append((key, _text(response), job_id))
         if counts:
             total = batch.counts.setdefault(job_id, {})
             for name, value in counts.items():
@@ -159,14 +164,17 @@ class ResponseStore:
         else:
             batch.done.set_result(None)
 
-    def _write(self, rows: list[tuple[str, str]], counts_by_job: dict[str, dict[str, Any]]) -> None:
+    def _write(
+        self, rows: list[tuple[str, str, str]], counts_by_job: dict[str, dict[str, Any]]
+    ) -> None:
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if rows:
                     conn.executemany(
-                        "INSERT OR REPLACE INTO llm_cache (key, response) VALUES (?, ?)", rows
+                        "INSERT OR REPLACE INTO llm_cache (key, response, job_id) VALUES (?, ?, ?)",
+                        rows,
                     )
                 for job_id, counts in counts_by_job.items():
                     if not counts:
@@ -252,13 +260,17 @@ def cache_info(path: Path | None = None) -> dict[str, Any]:
     return {**info, "responses": n, "bytes": size}
 
 
-def clear_cache(path: Path | None = None) -> int:
-    """Delete every cached response (jobs and their counts stay); returns how many."""
+def clear_cache(path: Path | None = None, job_id: str | None = None) -> int:
+    """Delete every cached response, or those `job_id` kept (jobs and their counts stay);
+    returns how many."""
     path = Path(path) if path is not None else _default_path()
     if not path.exists():
         return 0
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
     try:
+        if job_id is not None:
+            _migrate(conn)
+            return conn.execute("DELETE FROM llm_cache WHERE job_id = ?", (job_id,)).rowcount
         return conn.execute("DELETE FROM llm_cache").rowcount
     except sqlite3.OperationalError:
         return 0

@@ -8,6 +8,7 @@ which input columns to keep on each record).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -73,6 +74,8 @@ async def generate(llm: dict[str, Any], **row: Any) -> list[dict[str, Any]]:
     with the row's input columns on each."""
     if "settings" not in llm:  # a job stored before input columns were kept
         llm = {"settings": llm, "columns": []}
-    response = await build(llm["settings"]).run(**row)
+    model = build(llm["settings"])
+    # Identical requests of one attempt are separate samples (and separate cache entries).
+    responses = await asyncio.gather(*(model.run(**row) for _ in range(llm.get("samples", 1))))
     columns = {name: row[name] for name in llm["columns"] if name in row}
-    return [with_input(record, columns) for record in response.data]
+    return [with_input(record, columns) for r in responses for record in r.data]

@@ -434,7 +434,7 @@ class StructuredLLM:
 
         payload = json.dumps(body, separators=(",", ":")).encode()
         key = None
-        if call is not None and self.cache and call.job.db_path is not None:
+        if call is not None and self.cache and call.job.llm_cache and call.job.db_path is not None:
             digest = hashlib.sha256(payload).digest()
             key = cache_key(
                 self.base_url, payload, call.index, call.attempt, call.occurrence(digest)
