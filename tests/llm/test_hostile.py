@@ -230,3 +230,32 @@ def test_a_server_that_accepts_and_never_answers_fails_the_job_soon_and_says_so(
     info = jobs.load_job(gen.job_id)
     assert info.status == "failed" and "sent no answer" in info.stop_reason
     assert any(s and s.startswith(f"waiting for {silent.url} (no answer for") for s in shown)
+
+
+def test_many_workers_under_a_low_ulimit_wait_for_connections_instead_of_failing(
+    make_server, tmp_path
+):
+    import subprocess
+    import sys
+    import textwrap
+
+    server = make_server(latency=0.3, rpm=1_000_000, limit_headers=True)
+    script = textwrap.dedent(f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+        from starfish import StructuredLLM, data_factory, jobs
+        llm = StructuredLLM("m", prompt="{{{{topic}}}}", base_url={server.url!r})
+
+        @data_factory(max_concurrency=400, show_progress=False)
+        async def gen(topic):
+            return (await llm.run(topic=topic)).data
+
+        records = gen.run(topic=[f"t{{i}}" for i in range(400)])
+        info = jobs.load_job(gen.job_id)
+        print(len(records), info.counts["completed"], info.counts["failed"])
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["400", "400", "0"]

@@ -430,7 +430,13 @@ class StructuredLLM:
     ) -> tuple[Any, bool, tuple[Any, ...]]:
         from starfish.llm.cache import cache_key, store_for
         from starfish.llm.cost import cost_usd
-        from starfish.llm.transport import BodyTooLarge, ConnectFailed, TransportFailed, post_json
+        from starfish.llm.transport import (
+            BodyTooLarge,
+            ConnectFailed,
+            TooManyOpenFiles,
+            TransportFailed,
+            post_json,
+        )
 
         payload = json.dumps(body, separators=(",", ":")).encode()
         key = None
@@ -494,6 +500,16 @@ class StructuredLLM:
                     release["completion_tokens"] = ct
                 elif status == 429:
                     release["used_tokens"] = 0
+            except TooManyOpenFiles:
+                # Ours, not the server's: never "unreachable", never a sign the server is down.
+                failures += 1
+                await self._backoff(
+                    call,
+                    failures,
+                    "too many open files (raise `ulimit -n` or lower max_concurrency)",
+                    {},
+                )
+                continue
             except ConnectFailed as exc:
                 if not limiter.answered:
                     message = (

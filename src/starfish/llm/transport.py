@@ -8,6 +8,7 @@ did ~1,750 calls/s and httpx ~80 (issue 11). The session is closed when its loop
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import weakref
 from collections.abc import AsyncIterator
@@ -27,6 +28,25 @@ class ConnectFailed(Exception):
 
 class TransportFailed(Exception):
     """The request went out but no answer came back (timeout, reset, dropped connection)."""
+
+
+class TooManyOpenFiles(Exception):
+    """This process ran out of file descriptors: a local limit, not the server's fault."""
+
+
+def connection_limit() -> int:
+    """Connections the session may open: half of this process's file-descriptor limit, so a
+    job at `max_concurrency=10000` under `ulimit -n 1024` waits for a connection instead of
+    failing every call with "too many open files" (0: no limit)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 0
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 0
+    return max(8, soft // 2)
 
 
 class BodyTooLarge(Exception):
@@ -52,7 +72,7 @@ async def session() -> Any:
         return held[0]
     import aiohttp
 
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(limit=connection_limit(), ttl_dns_cache=300)
     client = aiohttp.ClientSession(connector=connector, json_serialize=json.dumps)
     keeper = _hold(client)
     await keeper.__anext__()  # registered with the loop: closed by shutdown_asyncgens()
@@ -85,6 +105,8 @@ async def post_json(
             raw = b"".join(chunks)
             status, resp_headers, charset = resp.status, resp.headers, resp.charset
     except aiohttp.ClientConnectorError as exc:
+        if getattr(exc.os_error, "errno", None) in (errno.EMFILE, errno.ENFILE):
+            raise TooManyOpenFiles(str(exc.os_error.strerror)) from None
         raise ConnectFailed(type(exc).__name__) from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise TransportFailed(type(exc).__name__) from None
