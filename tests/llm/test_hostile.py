@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from starfish import StructuredLLM, data_factory, jobs
+from starfish import StructuredLLM, jobs
 from starfish.llm import LLMOutputError, LLMRequestError, LLMUnreachableError
 from starfish.llm.cache import read_counts
 from tests.llm.conftest import KEY
-from tests.llm.test_jobs import db_path, stored_bytes
+from tests.llm.test_jobs import db_path, make_job, stored_bytes
 
 QA = [{"name": "question", "type": "str"}, {"name": "answer", "type": "str"}]
 
@@ -24,17 +24,6 @@ def make_llm(server, **kwargs):
     kwargs.setdefault("output_schema", QA)
     kwargs.setdefault("prompt", "Write a pair about {{topic}}.")
     return StructuredLLM("m", base_url=server.url, **kwargs)
-
-
-def job_of(llm, **options):
-    options.setdefault("show_progress", False)
-    options.setdefault("max_concurrency", 4)
-
-    @data_factory(**options)
-    async def gen(topic):
-        return (await llm.run(topic=topic)).data
-
-    return gen
 
 
 @pytest.mark.parametrize(
@@ -46,7 +35,7 @@ def test_a_malformed_usage_releases_the_slot_counts_the_request_and_never_goes_n
 ):
     server.script({"usage": usage})
     llm = make_llm(server, max_in_flight=1)
-    gen = job_of(llm, task_runner_timeout=5)
+    gen = make_job(llm, task_runner_timeout=5)
     records = gen.run(topic=[f"t{i}" for i in range(6)])  # hung forever before the fix
     assert len(records) == 6
     counts = read_counts(db_path(), gen.job_id)
@@ -83,7 +72,7 @@ def test_a_long_pause_is_shown_and_one_past_the_maximum_interrupts_the_job(serve
     monkeypatch.setattr(progress, "set_notice", lambda text: (shown.append(text), real(text)))
     monkeypatch.setattr(limits, "NOTICE_AFTER", 0.2)
     server.script({"status": 429, "headers": {"retry-after": "0.5"}})
-    gen = job_of(make_llm(server))
+    gen = make_job(make_llm(server))
     assert len(gen.run(topic=["a"])) == 1
     [notice] = [s for s in shown if s]
     assert notice.startswith("paused by the server until ") and "(retry-after 0.5)" in notice
@@ -92,7 +81,7 @@ def test_a_long_pause_is_shown_and_one_past_the_maximum_interrupts_the_job(serve
     server.script({"status": 429, "headers": {"retry-after": "3600"}})
     from starfish.llm import LLMRateLimitError
 
-    gen = job_of(make_llm(server, output_schema=QA, prompt="Another {{topic}}."))
+    gen = make_job(make_llm(server, output_schema=QA, prompt="Another {{topic}}."))
     with pytest.raises(LLMRateLimitError, match="retry-after 3600"):
         gen.run(topic=[f"t{i}" for i in range(5)])
     info = jobs.load_job(gen.job_id)
@@ -102,7 +91,7 @@ def test_a_long_pause_is_shown_and_one_past_the_maximum_interrupts_the_job(serve
 
 def test_a_key_cut_at_the_message_limit_never_leaks(server):
     server.script({"status": 400, "error": "x" * 488 + KEY})
-    gen = job_of(make_llm(server, api_key=KEY), dead_queue_threshold=1)
+    gen = make_job(make_llm(server, api_key=KEY), dead_queue_threshold=1)
     with pytest.raises(Exception, match="finished without"):
         gen.run(topic=["a"])
     [failed] = list(jobs.iter_records(gen.job_id, filter="failed"))
@@ -119,7 +108,7 @@ def test_a_key_cut_at_the_message_limit_never_leaks(server):
 def test_a_refusal_or_empty_answer_is_a_failed_attempt_not_a_record(server, message, said):
     answer = {"choices": [{"message": message, "finish_reason": "stop"}], "usage": {}}
     server.script(*[{"raw": json.dumps(answer)}] * 3)
-    gen = job_of(make_llm(server, output_schema=None), dead_queue_threshold=3)
+    gen = make_job(make_llm(server, output_schema=None), dead_queue_threshold=3)
     with pytest.raises(Exception, match="finished without"):
         gen.run(topic=["a"])
     info = jobs.load_job(gen.job_id)
@@ -139,7 +128,7 @@ def test_a_utf16_body_is_decoded_by_its_charset_counted_and_cached(server):
     }  # fmt: skip
     body = json.dumps(answer, ensure_ascii=False).encode("utf-16")
     server.script({"raw_bytes": body, "content_type": "application/json; charset=utf-16"})
-    gen = job_of(make_llm(server))
+    gen = make_job(make_llm(server))
     assert gen.run(topic=["a"]) == [{"question": "¿qué?", "answer": "sí"}]
     counts = read_counts(db_path(), gen.job_id)
     assert counts["requests"] == 1 and counts["completion_tokens"] == 4
@@ -173,7 +162,7 @@ def test_the_budget_is_a_gate_at_concurrency_200(make_server):
     price, stays within 10 % of the budget, and every request it received is counted."""
     server = make_server(latency=0.3)
     llm = make_llm(server, price=(100.0, 100.0))  # ~40 tokens a call: ~$0.004
-    gen = job_of(llm, max_concurrency=200, budget_usd=0.01)
+    gen = make_job(llm, max_concurrency=200, budget_usd=0.01)
     gen.run(topic=[f"t{i}" for i in range(2000)])
     info = jobs.load_job(gen.job_id)
     counts = read_counts(db_path(), gen.job_id)
@@ -220,7 +209,7 @@ def test_a_server_that_accepts_and_never_answers_fails_the_job_soon_and_says_so(
     silent = _Silent()
     try:
         llm = StructuredLLM("m", prompt="{{topic}}", base_url=silent.url)
-        gen = job_of(llm, max_concurrency=20)
+        gen = make_job(llm, max_concurrency=20)
         started = time.monotonic()
         with pytest.raises(LLMUnreachableError, match="accepted the connection but sent no"):
             gen.run(topic=[f"t{i}" for i in range(20)])
