@@ -78,3 +78,21 @@ def test_a_400_about_the_prompt_fails_that_call_only():
         asyncio.run(make(fake).run(topic="a"))
     asyncio.run(make(fake).run(topic="b"))
     assert kinds(fake) == ["json_schema", "json_schema"]
+
+
+def test_a_call_waiting_to_retry_holds_no_slot_in_the_limiter(monkeypatch):
+    from starfish.llm import structured
+
+    monkeypatch.setattr(structured, "RETRY_BASE_DELAY", 0.4)
+    fake = FakeTransport()
+    fake.script.append(error(503, "overloaded"))
+    llm = make(fake, max_in_flight=1)
+
+    async def scenario():
+        call = asyncio.ensure_future(llm.run(topic="a"))
+        await asyncio.sleep(0.1)  # the 503 is in, the call sleeps before its retry
+        assert len(fake.requests) == 1 and llm._limiter.in_flight == 0
+        return await call
+
+    assert asyncio.run(scenario()).data
+    assert len(fake.requests) == 2

@@ -490,8 +490,10 @@ class StructuredLLM:
             except BaseException:
                 limiter.release(ticket)
                 raise
-            # Whatever happens below, the reservation is given back exactly once (`finally`).
+            # Whatever happens below, the reservation is given back exactly once (`finally`),
+            # before any backoff: a call waiting to retry holds no slot.
             release: dict[str, Any] = {}
+            retry: tuple[str, dict[str, Any]] | None = None
             try:
                 answer = await self._endpoint.transport.send(
                     Request("POST", self._url, self._headers, payload, self.request_timeout)
@@ -512,14 +514,7 @@ class StructuredLLM:
                     release["used_tokens"] = 0
             except TooManyOpenFiles:
                 # Ours, not the server's: never "unreachable", never a sign the server is down.
-                failures += 1
-                await self._backoff(
-                    call,
-                    failures,
-                    "too many open files (raise `ulimit -n` or lower max_concurrency)",
-                    {},
-                )
-                continue
+                retry = ("too many open files (raise `ulimit -n` or lower max_concurrency)", {})
             except ConnectFailed as exc:
                 if not limiter.answered:
                     message = (
@@ -529,14 +524,10 @@ class StructuredLLM:
                     )
                     self._endpoint.mark_unreachable(message)
                     raise LLMUnreachableError(message) from None
-                failures += 1
-                await self._backoff(call, failures, f"connection failed ({exc})", {})
-                continue
+                retry = (f"connection failed ({exc})", {})
             except TransportFailed as exc:
                 limiter.answered = True  # it accepted the connection: not a reason to go alone
-                failures += 1
-                await self._backoff(call, failures, f"no answer ({exc})", {"requests": 1})
-                continue
+                retry = (f"no answer ({exc})", {"requests": 1})
             except BodyTooLarge as exc:
                 await self._count(call, {"requests": 1})
                 raise LLMRequestError(f"the server at {self.base_url} {exc}") from None
@@ -550,6 +541,10 @@ class StructuredLLM:
                     from starfish.llm.budget import release as give_back
 
                     give_back(self._job_of(call), reserved)
+            if retry is not None:
+                failures += 1
+                await self._backoff(call, failures, *retry)
+                continue
             self._endpoint.reached()
             if status == 200 and not isinstance(data, dict):
                 await self._count(call, {"requests": 1})
