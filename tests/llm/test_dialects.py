@@ -195,7 +195,7 @@ def test_calls_wait_in_the_limiter_not_in_a_one_at_a_time_servers_queue(make_ser
     assert len(records) == 16 and info.counts["completed"] == 16
     assert info.counts["failed"] == 0
     assert server.peak_queued <= 1  # at most the occasional probe waited behind another
-    assert llm._limiter.learner.limit <= 2
+    assert llm._limiter.learner.limit is not None and llm._limiter.learner.limit <= 2
 
 
 def test_a_timed_out_call_still_counts_its_request(make_server):
@@ -225,11 +225,21 @@ def test_a_call_cancelled_while_queued_at_the_server_closes_its_connection(make_
     busy = make_llm(server)
     queued = StructuredLLM("m2", prompt="{{topic}}", base_url=server.url)  # its own limiter
 
+    async def until(condition):
+        for _ in range(500):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the server never got there")
+
     async def scenario():
         first = asyncio.ensure_future(busy.run(topic="a"))
-        await asyncio.sleep(0.3)  # the server is answering `first`
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(queued.run(topic="b"), 0.3)
+        await until(lambda: server.active == 1)  # the server is answering `first`
+        second = asyncio.ensure_future(queued.run(topic="b"))
+        await until(lambda: server.queued == 1)  # `second` waits in the server's queue
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
         await first
 
     asyncio.run(scenario())

@@ -81,7 +81,7 @@ def test_a_long_pause_is_shown_and_one_past_the_maximum_interrupts_the_job(serve
     server.script({"status": 429, "headers": {"retry-after": "3600"}})
     from starfish.llm import LLMRateLimitError
 
-    gen = make_job(make_llm(server, output_schema=QA, prompt="Another {{topic}}."))
+    gen = make_job(make_llm(server, prompt="Another {{topic}}."), max_concurrency=1)
     with pytest.raises(LLMRateLimitError, match="retry-after 3600"):
         gen.run(topic=[f"t{i}" for i in range(5)])
     info = jobs.load_job(gen.job_id)

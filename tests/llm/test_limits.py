@@ -167,3 +167,38 @@ def test_a_reservation_made_during_a_pause_is_paid_after_it():
     bucket.hold(now + 2.0)
     # the next request's token refills 0.1 s after the pause ends, not 0.1 s from now
     assert bucket.reserve(1, now) == pytest.approx(2.1, abs=0.01)
+
+
+def simulate(learner, server_slots: int, service: float, calls: int) -> list[int | None]:
+    """Feed the learner the latencies a server with `server_slots` would give: each batch of
+    `limit` calls sent together; those beyond the slots wait for a turn."""
+    limits = []
+    for _ in range(calls):
+        n = learner.limit or 64
+        for i in range(n):
+            waits = i // server_slots  # turns spent queued behind others
+            learner.observe(service * (1 + waits), 100, 100, n)
+        limits.append(learner.limit)
+    return limits
+
+
+def test_the_learner_holds_a_one_at_a_time_server_to_one_call():
+    from starfish.llm.concurrency import ConcurrencyLearner
+
+    limits = simulate(ConcurrencyLearner(), server_slots=1, service=2.0, calls=60)
+    assert max(x for x in limits if x is not None) <= 2 and limits[-10:].count(1) >= 5
+
+
+def test_the_learner_grows_to_a_parallel_servers_slots():
+    from starfish.llm.concurrency import ConcurrencyLearner
+
+    limits = simulate(ConcurrencyLearner(), server_slots=8, service=2.0, calls=60)
+    assert all(x is not None and x <= 16 for x in limits) and 6 <= limits[-1] <= 12
+
+
+def test_the_learner_does_not_hold_a_fast_server():
+    from starfish.llm.concurrency import ConcurrencyLearner
+
+    learner = ConcurrencyLearner()
+    learner.observe(0.02, 10, 10, 1)
+    assert learner.limit is None

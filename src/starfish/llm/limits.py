@@ -219,6 +219,8 @@ class Limiter:
         if self.states_limits:
             return self.cap
         learned = self.learner.limit
+        if learned is None:
+            return self.cap
         return learned if self.cap is None else min(self.cap, learned)
 
     async def acquire(self, tokens: float = 0.0) -> Ticket:
