@@ -13,12 +13,7 @@ from starfish.errors import OptionsError
 from starfish.jobs import iter_records, load_job
 from starfish.quality import Dedupe, Embeddings, iter_with_quality, summary
 
-WORDS = (
-    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu apple "
-    "banana cherry damson elder fig grape hazel iris juniper kiwi lemon mango nutmeg olive "
-    "pear quince radish sage thyme"
-).split()
+WORDS = [f"word{i}" for i in range(60)]
 
 
 def sentence(seed: int, n: int = 40) -> str:

@@ -8,7 +8,8 @@ budget, say) is one more class here and one more entry in `default_rules`.
 
 An exception can carry hints that the rules honour: `retry_after` (seconds to wait before the
 retry), `retried = True` (the layer that raised it has retried it already: the input goes to the
-dead-letter queue at once rather than being retried in a second layer) and `fatal = True` (no retry can fix it: stop the job; with `stop_status =
+dead-letter queue at once rather than being retried in a second layer) and `fatal = True`
+(no retry can fix it: stop the job; with `stop_status =
 "interrupted"` or `"stopped"` the job is stored so, to be resumed later, rather than failed).
 """
 
