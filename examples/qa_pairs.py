@@ -12,8 +12,9 @@ saying which in one line on stderr. A model is reachable when:
   addresses are probed, with a short TCP connect, so this costs nothing when none runs.
 
 Two hooks show what a generator's output goes through: answers under `MIN_ANSWER_WORDS` words
-are marked `"filtered"`, and a question already produced (tracked in the job's shared state)
-is marked `"duplicate"`. Either way the data factory tries that topic again.
+are marked `"filtered"`, and `starfish.quality.Dedupe` marks a question this job already
+kept (or nearly: a few words changed) `"duplicate"`; its index is stored in the job database,
+so a resumed job remembers it. Either way the data factory tries that topic again.
 
     starfish run examples/qa_pairs.py:qa_pairs --input examples/topics.jsonl
 """
@@ -32,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starfish import data_factory
+from starfish.quality import Dedupe
 
 MIN_ANSWER_WORDS = 8
 OPENAI_MODEL = "openai/gpt-4o-mini"
@@ -140,25 +142,12 @@ def filter_short_answers(output: Any, state: Any) -> str | None:
     return None
 
 
-def drop_duplicate_questions(output: Any, state: Any) -> str | None:
-    """Mark a question this job has already produced; the job's state remembers them.
-
-    One state key per question: storage writes only the keys that changed, so remembering
-    the 20,000th question costs what the first did (one dict under one key would be
-    rewritten whole at every change).
-    """
-    keys = ["seen:" + " ".join(r.get("question", "").lower().split()) for r in _records(output)]
-    if any(key in state for key in keys):
-        return "duplicate"
-    for key in keys:
-        state.set(key, True)
-    return None
-
-
 @data_factory(
     max_concurrency=10,
     task_runner_timeout=60,
-    on_record_complete=[filter_short_answers, drop_duplicate_questions],
+    # Dedupe first: a repeated question is never checked further. Case, spacing and
+    # punctuation aside; near=0.8 also catches a question with a few words changed.
+    on_record_complete=[Dedupe("question", near=0.8), filter_short_answers],
 )
 async def qa_pairs(topic: str, style: str = "concise") -> list[dict[str, Any]]:
     """One question–answer pair about `topic`: from the model, or embedded."""

@@ -105,6 +105,24 @@ def default_reply(body: dict[str, Any]) -> str:
     return json.dumps(example_from_schema(schema))
 
 
+EMBEDDING_DIMENSIONS = 256
+
+
+def embedding_of(text: str) -> list[float]:
+    """A deterministic vector: the hashed bag of the text's lower-cased words, normalised, so
+    rewordings that share most words are close and unrelated texts are near orthogonal."""
+    import hashlib
+    import re
+
+    vector = [0.0] * EMBEDDING_DIMENSIONS
+    for word in re.findall(r"\w+", text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        slot = int.from_bytes(digest[:4], "little") % EMBEDDING_DIMENSIONS
+        vector[slot] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
 class OpenAIServer:
     """The server; `start()` runs it on a thread with its own event loop."""
 
@@ -302,6 +320,31 @@ class OpenAIServer:
         self.answered_at.append(time.monotonic())
         return web.json_response(answer, headers=headers)
 
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """`POST /v1/embeddings`: `embedding_of` each input; scripted faults apply too."""
+        body = json.loads(await request.read())
+        with self._lock:
+            self.requests.append(
+                {"body": body, "headers": dict(request.headers), "t": time.monotonic()}
+            )
+            fault = self._script.popleft() if self._script else {}
+        if "status" in fault:
+            return self._error(fault["status"], fault.get("error", f"scripted {fault['status']}"))
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        tokens = sum(count_tokens(t) for t in texts)
+        self.statuses.append(200)
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body.get("model"),
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": embedding_of(t)}
+                    for i, t in enumerate(texts)
+                ],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": MODEL_ID, "object": "model"}]})
 
@@ -312,6 +355,7 @@ class OpenAIServer:
         # Any path before /v1 too: tests put secrets in a base URL and check where they go.
         app.router.add_post(r"/{prefix:[\s\S]+}/v1/chat/completions", self._handle)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)

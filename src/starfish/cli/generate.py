@@ -104,6 +104,46 @@ def generate(
             "field has the same name).",
         ),
     ] = True,
+    dedupe: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FIELD[,FIELD]",
+            help="Keep no record whose FIELDs repeat a kept one's (case, spacing and "
+            "punctuation aside); a duplicate row is tried again.",
+            show_default=False,
+        ),
+    ] = None,
+    near: Annotated[
+        float | None,
+        typer.Option(
+            metavar="X",
+            help="With --dedupe: also near duplicates, at estimated Jaccard similarity X of "
+            "word pairs (0.5-1.0; 0.8 catches a few changed words).",
+            show_default=False,
+        ),
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RUBRIC",
+            help="Score each record 1-5 against RUBRIC with a model (stored beside it).",
+            show_default=False,
+        ),
+    ] = None,
+    min_score: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", help="With --judge: records scored under N are filtered and tried again."
+        ),
+    ] = None,
+    judge_model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PROVIDER/MODEL",
+            help="With --judge: the judge's model (default: --model, same server and key).",
+            show_default=False,
+        ),
+    ] = None,
     stop_threshold: Annotated[float, stop_threshold_option()] = 0.9,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     as_json: Annotated[
@@ -177,10 +217,50 @@ def generate(
 
     # One dict for every row; the columns to keep are known once the file is open.
     params["llm"] = {"settings": settings, "columns": [], "samples": samples}
+    hooks = _quality_hooks(dedupe, near, judge, min_score, judge_model or model, settings)
     gen = data_factory(
         max_concurrency=max_concurrency,
         show_progress=not no_progress,
         stop_threshold=stop_threshold,
         llm_cache=not no_cache,
+        on_record_complete=hooks or None,
     )(generate)
     run_over_file(gen, input_file, params, output, as_json, check_columns)
+
+
+def _quality_hooks(
+    dedupe: str | None,
+    near: float | None,
+    judge: str | None,
+    min_score: int | None,
+    judge_model: str,
+    settings: dict[str, Any],
+) -> list[Any]:
+    """--dedupe/--near and --judge/--min-score as starfish.quality hooks: dedupe first, so a
+    duplicate is never judged."""
+    from starfish.errors import OptionsError
+
+    if near is not None and dedupe is None:
+        fail("--near needs --dedupe FIELD (the fields compared)")
+    if min_score is not None and judge is None:
+        fail("--min-score needs --judge RUBRIC")
+    hooks: list[Any] = []
+    try:
+        from starfish.quality import Dedupe, Judge
+
+        if dedupe is not None:
+            fields = [f.strip() for f in dedupe.split(",") if f.strip()]
+            hooks.append(Dedupe(*fields, near=near))
+        if judge is not None:
+            hooks.append(
+                Judge(
+                    model=judge_model,
+                    rubric=judge,
+                    min_score=min_score,
+                    base_url=settings.get("base_url"),
+                    api_key_env=settings.get("api_key_env"),
+                )
+            )
+    except OptionsError as e:
+        fail(str(e).replace("Dedupe(near=", "--near ").replace("Judge(min_score=", "--min-score "))
+    return hooks

@@ -86,9 +86,12 @@ def list_jobs(as_json: AsJson = False) -> None:
 @app.command("show")
 def show(job_id: JobId, as_json: AsJson = False) -> None:
     """Status, stop reason, counts, config, timings and dead-queue inputs of one job."""
+    from starfish.quality import quality_line, summary
+
     info = _load(job_id)
+    quality = summary(info.job_id)
     if as_json:
-        print_json(info.to_dict())
+        print_json({**info.to_dict(), "quality": quality})
         return
     reason = info.stop_reason or "-"
     dead = ", ".join(str(i) for i in info.dead_queue) if info.dead_queue else "-"
@@ -106,6 +109,8 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         ("finished", when(info.finished_at)),
         ("run time", seconds(info.execution_time)),
     ]
+    if quality is not None:
+        lines.append(("quality", quality_line(quality)))
     if info.llm:
         lines.append(("llm", llm_line(info.llm)))
     for key, value in lines:
@@ -142,6 +147,14 @@ def export(
             "duplicate attempts, or one row per dead input (its last error and its input).",
         ),
     ] = Filter.completed,
+    with_quality: Annotated[
+        bool,
+        typer.Option(
+            "--with-quality",
+            help="Add quality.* columns: the judge's score and reason, a duplicate's kind, "
+            "similarity and the input it repeats.",
+        ),
+    ] = False,
 ) -> None:
     """Write a job's records to a file, streamed from storage (memory stays flat)."""
     from starfish import io, jobs
@@ -152,11 +165,14 @@ def export(
     except io.DataFileError as e:
         fail(str(e))
     try:
-        records = (
-            jobs.iter_dead(job_id)
-            if filter_ is Filter.dead
-            else jobs.iter_records(job_id, filter=filter_.value)
-        )
+        if filter_ is Filter.dead:
+            records = jobs.iter_dead(job_id)
+        elif with_quality:
+            from starfish.quality import iter_with_quality
+
+            records = iter_with_quality(job_id, filter_.value)
+        else:
+            records = jobs.iter_records(job_id, filter=filter_.value)
         count = io.write_records(output, records)
     except io.DataFileError as e:  # records that do not fit the format: the job is fine
         fail(str(e), EXIT_FAILED_JOB)

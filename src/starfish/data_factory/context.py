@@ -7,7 +7,7 @@ worker's own task, and filled in by the runner before each call of the user's fu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,12 @@ StoredCounts = Callable[[Path, str], "dict[str, Any] | None"]
 STORED_COUNTS: list[StoredCounts] = []
 """Readers of a job's stored model-layer counts, registered by the model layer when it is
 imported (the factory never imports it): a resumed job's budget counts earlier runs too."""
+
+
+Annotated = Callable[[str, str], "Iterator[dict[str, Any]]"]
+RECORD_ANNOTATIONS: list[Annotated] = []
+"""Readers of a job's records with what quality hooks stored beside them, registered by
+`starfish.quality` when it is imported: `export(..., with_quality=True)`."""
 
 
 def load_counts_before(job: JobContext) -> None:

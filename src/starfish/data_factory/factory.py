@@ -208,11 +208,21 @@ class DataFactory:
         assert inputs is not None
         return [inputs.kwargs(i) for i in self.get_index_dead_queue()]
 
-    def export(self, path: str | Path, filter: str = "completed") -> int:
-        """Write the last job's records to `path` (.jsonl/.csv/.parquet), streamed from storage."""
+    def export(
+        self, path: str | Path, filter: str = "completed", with_quality: bool = False
+    ) -> int:
+        """Write the last job's records to `path` (.jsonl/.csv/.parquet), streamed from storage;
+        `with_quality`: with the `quality.*` columns that starfish.quality hooks stored."""
         from starfish.io import write_records
 
         storage, job_id = self._last()
+        if with_quality:
+            from starfish.data_factory.context import RECORD_ANNOTATIONS
+            from starfish.errors import OptionsError
+
+            if not RECORD_ANNOTATIONS:
+                raise OptionsError("with_quality=True: no starfish.quality hook ran here")
+            return write_records(path, RECORD_ANNOTATIONS[0](job_id, filter))
         return write_records(path, storage.iter_records(job_id, filter))
 
 

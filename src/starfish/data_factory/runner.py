@@ -99,6 +99,9 @@ class Runner:
         self.gates = gates
         self.on_complete = on_complete
         self.on_error = on_error
+        # Hooks that keep something per kept record (starfish.quality's dedupe index) hear
+        # what came of the records their call saw: `hook.settle(records, outcome, state)`.
+        self._settlers = [s for s in (getattr(h, "settle", None) for h in on_complete) if s]
         self.previously_dead = previously_dead or set()
         # Attempt numbers go on across runs (stored and in the call context, which the model
         # layer keys its cache by), so a resume asks again instead of replaying a cached
@@ -242,14 +245,19 @@ class Runner:
         if watchdog is not None and watchdog.disarm(wid) and error is None:
             error = self._overrun_error(index, watchdog.ran(wid))
         verdict = None
+        settle = self._settlers if error is None else None
         if error is None and self.on_complete:
             try:
                 verdict = await self._run_complete_hooks(records)
             except Exception as exc:
                 error = exc
         if self._stopping:
+            if settle:
+                self._settle(records, "stopped")
             return None
         if error is None:
+            if settle:  # before the outcome is stored: what a hook keeps is never behind it
+                self._settle(records, verdict or "completed")
             try:
                 if verdict is None:
                     self.writer.input_done(index, "completed", attempt, records)
@@ -257,6 +265,10 @@ class Runner:
                     self.writer.attempt(index, attempt, verdict, records, None)
             except Exception as exc:  # records the storage cannot encode (not JSON, cyclic)
                 error = exc
+                if settle:
+                    self._settle(records, "failed")
+        elif settle:
+            self._settle(records, "failed")
         if error is not None:
             await self._failed(index, attempt, error)
             if self._stopping:
@@ -329,6 +341,7 @@ class Runner:
                 result = await result
             if result == "duplicate":
                 verdict = "duplicate"
+                break  # nothing after it can change that: a duplicate is never judged
             elif result == "filtered" and verdict is None:
                 verdict = "filtered"
             elif result not in VERDICTS:
@@ -340,6 +353,10 @@ class Runner:
         if self._watchdog is not None:
             self._watchdog.touch()  # a hook that blocked the loop: the calls behind it waited
         return verdict
+
+    def _settle(self, records: list[Any], outcome: str) -> None:
+        for settle in self._settlers:
+            settle(records, outcome, self.state)
 
     # recording the outcome -------------------------------------------------------------------
     async def _failed(self, index: int, attempt: int, error: BaseException) -> None:

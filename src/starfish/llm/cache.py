@@ -33,8 +33,16 @@ COUNT_KEYS = (
     "answers_json_schema",
     "answers_json_object",
     "answers_prompt",
+    "judge_requests",
+    "embedding_requests",
 )
-_ADDED = ("answers_json_schema", "answers_json_object", "answers_prompt")
+_ADDED = (
+    "answers_json_schema",
+    "answers_json_object",
+    "answers_prompt",
+    "judge_requests",
+    "embedding_requests",
+)
 """Columns newer than the table: added to a database made by an earlier version."""
 
 _SCHEMA = """
@@ -56,7 +64,9 @@ CREATE TABLE IF NOT EXISTS llm_counts (
     cost_usd REAL,
     answers_json_schema INTEGER NOT NULL DEFAULT 0,
     answers_json_object INTEGER NOT NULL DEFAULT 0,
-    answers_prompt INTEGER NOT NULL DEFAULT 0
+    answers_prompt INTEGER NOT NULL DEFAULT 0,
+    judge_requests INTEGER NOT NULL DEFAULT 0,
+    embedding_requests INTEGER NOT NULL DEFAULT 0
 );
 """
 

@@ -459,8 +459,7 @@ class StructuredLLM:
                     raise _Unsupported(hit[_UNSUPPORTED])
                 return hit, True, (0, 0, 0.0 if self._price is not None else None)
 
-        chars = sum(len(str(m.get("content") or "")) for m in body["messages"])
-        estimate = math.ceil(chars / 4) + self._completion_estimate
+        estimate = self._estimate(body)
         limiter = self._limiter
         failures = limited = 0
         while True:
@@ -602,6 +601,13 @@ class StructuredLLM:
             raise LLMRequestError(
                 f"the server at {self.base_url} answered HTTP {status}: {message}"
             )
+
+    def _estimate(self, body: dict[str, Any]) -> int:
+        """Tokens the request may use, for the limiter and the budget: a quarter of the
+        prompt's characters and the answer's allowance (the embeddings client counts its
+        input instead)."""
+        chars = sum(len(str(m.get("content") or "")) for m in body["messages"])
+        return math.ceil(chars / 4) + self._completion_estimate
 
     async def _first_contact(self) -> None:
         """Before the first request to an endpoint (which may take minutes to generate),

@@ -151,6 +151,13 @@ class Storage(ABC):
     @abstractmethod
     def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict[str, Any]]: ...
 
+    def iter_outcomes(
+        self, job_id: str, filter: str = "completed"
+    ) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
+        """`(input index, attempt, records)` per stored outcome with that status, in the order
+        of `iter_records`: what annotations kept beside the records (quality) are joined by."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its outcomes")
+
     def count_records(self, job_id: str) -> int:
         """How many completed records the job has (an input may return several)."""
         return sum(1 for _ in self.iter_records(job_id, "completed"))

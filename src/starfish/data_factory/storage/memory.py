@@ -148,6 +148,20 @@ class MemoryStorage(Storage):
             ):
                 yield from records
 
+    def iter_outcomes(
+        self, job_id: str, filter: str = "completed"
+    ) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
+        check_filter(filter)
+        job = self._job(job_id)
+        if filter == "completed":
+            for i, outcome in enumerate(job.outcomes):
+                if outcome is not None and outcome[0] == "completed":
+                    yield i, outcome[1], outcome[2] or []
+        else:
+            chosen = sorted((a for a in job.attempts if a[2] == filter), key=lambda a: a[:2])
+            for index, attempt, _, _, records in chosen:
+                yield index, attempt, records
+
     def indices(self, job_id: str, filter: str = "completed") -> list[int]:
         check_filter(filter)
         job = self._job(job_id)

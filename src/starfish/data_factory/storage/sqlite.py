@@ -577,6 +577,33 @@ class SqliteStorage(Storage):
         finally:
             conn.close()
 
+    def iter_outcomes(
+        self, job_id: str, filter: str = "completed"
+    ) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
+        check_filter(filter)
+        conn = connect(self.path)
+        try:
+            jid = self._jid(conn, job_id)
+            if filter == "completed":
+                lo = jid << _SHIFT
+                rows = conn.execute(
+                    "SELECT key & ?, attempts, data FROM inputs WHERE key BETWEEN ? AND ? "
+                    "AND status = 'completed' ORDER BY key",
+                    (_LOW, lo, lo | _LOW),
+                )
+            else:
+                rows = conn.execute(
+                    "SELECT idx, attempt, data FROM attempts WHERE jid = ? AND status = ? "
+                    "ORDER BY idx, id",
+                    (jid, filter),
+                )
+            for index, attempt, data in rows:
+                yield index, attempt, _loads(data)
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc, "read") from None
+        finally:
+            conn.close()
+
     @_reading
     def count_records(self, job_id: str) -> int:
         """Counted in SQL: no record is parsed in Python (1,000,000 took 5 s that way)."""
