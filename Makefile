@@ -57,7 +57,7 @@ test-ray: $(STAMP)
 # wheel cache serves it) and reached on loopback only. Not skipped: it needs root for unshare.
 test-real-model: $(STAMP)
 	$(BIN)/python tests/real_model/provision.py
-	unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest tests/real_model -p no:cacheprovider'
+	unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest tests/real_model -p no:cacheprovider --timeout 900'
 
 demo: $(CORE)
 	@bash examples/demo.sh
