@@ -157,6 +157,9 @@ def export(
     ] = False,
 ) -> None:
     """Write a job's records to a file, streamed from storage (memory stays flat)."""
+    from starfish._memory import return_big_blocks
+
+    return_big_blocks()
     from starfish import io, jobs
 
     job_id = _load(job_id).job_id
