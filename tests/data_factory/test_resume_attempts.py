@@ -128,12 +128,12 @@ def llm_server() -> Iterator[OpenAIServer]:
     from starfish.llm import cache, limits, structured
 
     limits.reset_limiters()
-    structured._modes.clear()
+    structured._refused.clear()
     server = OpenAIServer().start()
     yield server
     server.stop()
     limits.reset_limiters()
-    structured._modes.clear()
+    structured._refused.clear()
     for store in cache._stores.values():
         store.close()
     cache._stores.clear()
