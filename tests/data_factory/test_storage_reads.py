@@ -151,3 +151,25 @@ def test_jobs_list_reads_every_job_in_one_query(monkeypatch):
     finished = [j for j in storage.job_overviews() if j["job_id"] not in ids[:2]]
     assert finished and all("live_counts" not in j for j in finished)
     storage.close()
+
+
+def test_state_reads_back_the_same_from_its_rows_and_from_a_legacy_job_row():
+    state = {'quote"d': 1, "ü\n\\": [1.5, {"x": None}], "": "empty key", "big": 10**30}
+
+    @data_factory(storage="local", show_progress=False, initial_state_values=state)
+    async def f(i: int) -> list[dict[str, int]]:
+        return [{"i": i}]
+
+    f.run(i=[1])
+    [info] = jobs.list_jobs()
+    assert info.state == state and jobs.load_job(f.job_id).state == state
+    # A job stored before the `state` table kept its state in `jobs.state`.
+    with sqlite3.connect(db_path()) as conn:
+        conn.execute("DELETE FROM state")
+        conn.execute("UPDATE jobs SET state = ?", ('{"old": true}',))
+    conn.close()
+    [info] = jobs.list_jobs()
+    assert info.state == {"old": True} and jobs.load_job(f.job_id).state == {"old": True}
+    storage = SqliteStorage(db_path())
+    assert storage.load_progress(f.job_id, 1).state == {"old": True}
+    storage.close()
