@@ -122,9 +122,9 @@ def bare_aiohttp(url: str, n: int, concurrency: int) -> float:
 
 def structured(url: str, n: int, concurrency: int) -> float:
     from starfish import StructuredLLM
-    from starfish.llm.limits import reset_limiters
+    from starfish.llm.endpoint import reset_endpoints
 
-    reset_limiters()
+    reset_endpoints()
     llm = StructuredLLM("m", prompt=PROMPT, output_schema=SCHEMA, base_url=url)
 
     async def call(i: int) -> None:
@@ -140,9 +140,9 @@ _job_runs = 0
 
 def in_job(url: str, n: int, concurrency: int, rerun: bool = False) -> float:
     from starfish import StructuredLLM, data_factory
-    from starfish.llm.limits import reset_limiters
+    from starfish.llm.endpoint import reset_endpoints
 
-    reset_limiters()
+    reset_endpoints()
     llm = StructuredLLM("m", prompt=PROMPT, output_schema=SCHEMA, base_url=url)
 
     @data_factory(max_concurrency=concurrency, show_progress=False)
@@ -196,9 +196,9 @@ def loopback_only() -> bool:
 
 def rate_accuracy(rpm: int, seconds: float, learn: bool, concurrency: int) -> dict[str, Any]:
     from starfish import StructuredLLM
-    from starfish.llm.limits import reset_limiters
+    from starfish.llm.endpoint import reset_endpoints
 
-    reset_limiters()
+    reset_endpoints()
     server = Server("--latency", "0.02", "--rpm", str(rpm), *(["--headers"] if learn else []))
     try:
         llm = StructuredLLM(

@@ -125,15 +125,13 @@ def test_in_memory_storage_numbers_resumed_attempts_on_too():
 
 @pytest.fixture
 def llm_server() -> Iterator[OpenAIServer]:
-    from starfish.llm import cache, limits, structured
+    from starfish.llm import cache, endpoint
 
-    limits.reset_limiters()
-    structured._refused.clear()
+    endpoint.reset_endpoints()
     server = OpenAIServer().start()
     yield server
     server.stop()
-    limits.reset_limiters()
-    structured._refused.clear()
+    endpoint.reset_endpoints()
     for store in cache._stores.values():
         store.close()
     cache._stores.clear()

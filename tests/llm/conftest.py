@@ -14,17 +14,14 @@ KEY = "sk-test-SECRET-0123456789abcdef"
 
 @pytest.fixture(autouse=True)
 def _fresh_llm_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Limiters, remembered modes and stores are process-wide on purpose; not between tests."""
-    from starfish.llm import cache, limits, structured
+    """Endpoints (limits, modes, reachability) and stores are process-wide on purpose; not
+    between tests."""
+    from starfish.llm import cache, endpoint, structured
 
     monkeypatch.setattr(structured, "RETRY_BASE_DELAY", 0.02)
-    limits.reset_limiters()
-    structured._refused.clear()
-    structured._unreachable.clear()
+    endpoint.reset_endpoints()
     yield
-    limits.reset_limiters()
-    structured._refused.clear()
-    structured._unreachable.clear()
+    endpoint.reset_endpoints()
     for store in cache._stores.values():
         store.close()
     cache._stores.clear()

@@ -248,3 +248,23 @@ def test_many_workers_under_a_low_ulimit_wait_for_connections_instead_of_failing
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["400", "400", "0"]
+
+
+def test_a_server_answering_500_forever_gets_six_requests_for_an_input(server, monkeypatch):
+    """One retry policy: the model layer retries a transient failure (max_retries=5, 6
+    requests); the job does not retry it again, the input is dead with that reason."""
+    from starfish.data_factory import rules
+
+    monkeypatch.setattr(rules, "RETRY_BASE_DELAY", 0.001)
+    server.script(*[{"status": 500, "error": "upstream failed"}] * 50)
+    gen = make_job(make_llm(server), max_concurrency=1)
+    with pytest.raises(Exception, match="finished without"):
+        gen.run(topic=["a"])
+    assert len(server.requests) == 6  # 18 before: 6 per attempt, 3 attempts
+    info = jobs.load_job(gen.job_id)
+    assert info.counts["dead"] == 1 and info.dead_queue == [0]
+    [failed] = list(jobs.iter_records(gen.job_id, filter="failed"))
+    assert (
+        failed["error_type"] == "LLMTransientError"
+        and "HTTP 500: upstream failed" in failed["error"]
+    )

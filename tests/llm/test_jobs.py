@@ -259,14 +259,14 @@ def test_jobs_show_has_the_llm_counts(make_server):
 
 
 def test_a_re_run_in_a_new_process_skips_an_unsupported_mode_without_asking(make_server):
-    from starfish.llm import structured
+    from starfish.llm.endpoint import reset_endpoints
 
     server = make_server(reject_formats=("json_schema",))
     llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url)
     first = make_job(llm).run(topic=["a", "b", "c"])
     sent = len(server.requests)
     assert sent == 4  # one 400 for json_schema, then json_object for each input
-    structured._refused.clear()  # what a new process knows
+    reset_endpoints()  # what a new process knows
     again = make_job(llm).run(topic=["a", "b", "c"])
     assert again == first and len(server.requests) == sent
 

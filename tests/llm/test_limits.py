@@ -8,7 +8,8 @@ import time
 import pytest
 
 from starfish import StructuredLLM
-from starfish.llm.limits import Limiter, limiter_for, parse_duration, retry_after
+from starfish.llm.endpoint import endpoint_for
+from starfish.llm.limits import Limiter, parse_duration, retry_after
 
 PROMPT = "Tell me about {{topic}} in a few words, please."
 
@@ -105,11 +106,15 @@ def test_in_flight_cap_is_held(make_server):
     assert server.peak_active <= 5
 
 
-def test_one_limiter_per_endpoint_model_and_key():
-    a = limiter_for("http://x/v1", "m", "k1", None, None, None)
-    assert limiter_for("http://x/v1", "m", "k1", None, None, None) is a
-    assert limiter_for("http://x/v1", "m", "k2", None, None, None) is not a
-    assert limiter_for("http://x/v1", "other", "k1", None, None, None) is not a
+def test_one_endpoint_per_base_url_model_and_key():
+    a = endpoint_for("http://x/v1", "m", "k1")
+    assert endpoint_for("http://x/v1", "m", "k1") is a
+    assert endpoint_for("http://x/v1", "m", "k2") is not a
+    assert endpoint_for("http://x/v1", "other", "k1") is not a
+    # a later StructuredLLM's explicit limits may only tighten the shared limiter
+    assert endpoint_for("http://x/v1", "m", "k1", rpm=600).limiter.user_rpm == 600
+    assert endpoint_for("http://x/v1", "m", "k1", rpm=6000).limiter.user_rpm == 600
+    assert endpoint_for("http://x/v1", "m", "k1", rpm=60).limiter.user_rpm == 60
 
 
 @pytest.mark.parametrize(

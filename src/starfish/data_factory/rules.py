@@ -7,8 +7,10 @@ threshold, the circuit breaker, `target_count` and fatal errors are rules; a new
 budget, say) is one more class here and one more entry in `default_rules`.
 
 An exception can carry hints that the rules honour: `retry_after` (seconds to wait before the
-retry) and `fatal = True` (no retry can fix it: stop the job; with `stop_status =
-"interrupted"` or `"stopped"` the job is stored so, to be resumed later, rather than failed).
+retry), `retried = True` (the layer that raised it has retried it already: the input goes to the
+dead-letter queue at once rather than being retried in a second layer) and `fatal = True` (no
+retry can fix it: stop the job; with `stop_status = "interrupted"` or `"stopped"` the job is
+stored so, to be resumed later, rather than failed).
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class RetryThenDead:
     def decide(self, outcome: Outcome) -> Decision:
         if outcome.attempt >= self.max_attempts:
             return DEAD
+        if getattr(outcome.error, "retried", False) is True:
+            return DEAD  # the layer that raised it retried it already: one layer retries
         hint = getattr(outcome.error, "retry_after", None)
         if is_number(hint) and hint >= 0:
             return Retry(float(hint))

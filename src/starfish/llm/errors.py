@@ -3,6 +3,7 @@
 `fatal = True`: no retry of any input can succeed (bad key, no quota, unknown provider, a
 server that cannot be reached); the job should stop at once with this reason.
 `retry_after`: seconds the caller should wait before trying the input again, when known.
+`retried = True`: this layer already retried it; the scheduler does not retry the input again.
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ class LLMRequestError(LLMError):
 
 
 class LLMTransientError(LLMError):
-    """5xx answers, timeouts or dropped connections went on after every retry of the layer."""
+    """5xx answers, timeouts or dropped connections went on after every retry of the layer.
+
+    `retried = True`: the job does not retry the input again (a server answering 500 forever
+    gets `max_retries + 1` requests for an input, not that many per attempt); the input is
+    dead with this reason, and a resume gives it fresh attempts."""
+
+    retried = True
 
 
 class LLMRateLimitError(LLMError):

@@ -1,4 +1,4 @@
-"""Rate limits that hold: one limiter per (base URL, model, key hash), shared process-wide.
+"""Rate limits that hold: one limiter per endpoint (base URL, model, key hash; endpoint.py).
 
 - Requests/min and tokens/min are smooth token buckets refilled continuously. A bucket holds
   at most half a second of its limit: providers spread a per-minute limit over about one
@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
 import math
 import re
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -205,7 +203,6 @@ class Limiter:
         self.cap: float | None = max_in_flight
         self.in_flight = 0
         self.answered = False  # has the endpoint answered once (limits known)?
-        self.contacted = False  # has anything answered there at all (structured.py)?
         self.states_limits = False  # has it ever sent rate-limit headers?
         self.learner = ConcurrencyLearner()
         self.paused_until = 0.0
@@ -382,44 +379,3 @@ class Limiter:
                     bucket.set_rate(limit)
             if remaining is not None and remaining < 1 and reset:
                 self.pause(reset, f"{kind} remaining 0, reset in {reset:.0f} s")
-
-
-_limiters: dict[tuple[str, str, str], Limiter] = {}
-_lock = threading.Lock()
-
-
-def limiter_for(
-    base_url: str,
-    model: str,
-    api_key: str | None,
-    rpm: float | None,
-    tpm: float | None,
-    max_in_flight: int | None,
-) -> Limiter:
-    """The process-wide limiter of this endpoint, model and key (built on first use).
-
-    When several `StructuredLLM`s share one, the first one's explicit limits are kept and
-    later explicit limits tighten them."""
-    key_hash = hashlib.sha256((api_key or "").encode()).hexdigest()[:16]
-    key = (base_url, model, key_hash)
-    with _lock:
-        limiter = _limiters.get(key)
-        if limiter is None:
-            limiter = _limiters[key] = Limiter(rpm, tpm, max_in_flight)
-            return limiter
-    if rpm and (limiter.user_rpm is None or rpm < limiter.user_rpm):
-        limiter.user_rpm = rpm
-        limiter.requests = Bucket(rpm)
-    if tpm and (limiter.user_tpm is None or tpm < limiter.user_tpm):
-        limiter.user_tpm = tpm
-        limiter.tokens = Bucket(tpm)
-    if max_in_flight and (limiter.max_in_flight is None or max_in_flight < limiter.max_in_flight):
-        limiter.max_in_flight = max_in_flight
-        limiter.cap = max_in_flight
-    return limiter
-
-
-def reset_limiters() -> None:
-    """Forget every limiter (tests; a process that changed its keys)."""
-    with _lock:
-        _limiters.clear()

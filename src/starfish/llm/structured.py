@@ -31,6 +31,7 @@ from starfish.llm.errors import (
     LLMTransientError,
     LLMUnreachableError,
 )
+from starfish.llm.transport import Transport
 
 STRUCTURED_OUTPUT = ("auto", "json_schema", "json_object", "prompt")
 """What `structured_output=` accepts: `auto` walks the ladder below from its top."""
@@ -58,9 +59,6 @@ line says the server is not answering."""
 FIRST_CONTACT_GIVE_UP = 50.0
 """Seconds without any answer to the first contact before the endpoint counts as unreachable
 (the job fails within a minute, with that reason, instead of waiting in silence)."""
-UNREACHABLE_MEMORY = 10.0
-"""Seconds a failed first connection to a base URL is remembered: the calls of a job that
-start together get the same error instead of each trying again."""
 REASK = (
     "Your previous answer could not be used: {error}. "
     "Answer again with only the JSON, matching the schema."
@@ -76,10 +74,6 @@ _BAD_KEY = re.compile(
 )
 """A 4xx whose message says the key is wrong ("No connected db." is LiteLLM's answer to a key
 that is not its master key when it has no key database)."""
-
-_refused: dict[tuple[str, str], set[str]] = {}
-"""Per (base URL, model): the rungs the server refused (never tried again in this process)."""
-_unreachable: dict[str, tuple[float, str]] = {}
 
 
 @dataclass
@@ -163,9 +157,10 @@ class StructuredLLM:
         request_timeout: float = 120.0,
         structured_output: str = "auto",
         api_key_env: str | None = None,
+        transport: Transport | None = None,
     ) -> None:
         from starfish.llm.cost import price_for
-        from starfish.llm.limits import limiter_for
+        from starfish.llm.endpoint import endpoint_for
         from starfish.llm.prompt import Prompt
         from starfish.llm.providers import resolve
         from starfish.llm.schema import OutputSchema
@@ -258,9 +253,18 @@ class StructuredLLM:
         self._headers = {"Content-Type": "application/json"}
         if self._target.api_key:
             self._headers["Authorization"] = f"Bearer {self._target.api_key}"
-        self._limiter = limiter_for(
-            self.base_url, self._target.model, self._target.api_key, rpm, tpm, max_in_flight
+        # Shared with every StructuredLLM naming the same server, model and key; `transport`
+        # (a test's in-process fake) is not part of the settings a job stores.
+        self._endpoint = endpoint_for(
+            self.base_url,
+            self._target.model,
+            self._target.api_key,
+            rpm,
+            tpm,
+            max_in_flight,
+            transport,
         )
+        self._limiter = self._endpoint.limiter
         completion = kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
         self._completion_estimate = int(completion or DEFAULT_COMPLETION_ESTIMATE)
         self.counts: dict[str, Any] = {}  # this object's totals, in or out of jobs
@@ -289,7 +293,7 @@ class StructuredLLM:
         """The best rung of this object's choice that the endpoint has not refused."""
         if self._schema is None:
             return None
-        refused = _refused.get((self.base_url, self._target.model), ())
+        refused = self._endpoint.refused
         for rung in self._rungs:
             if rung not in refused:
                 return rung
@@ -432,9 +436,9 @@ class StructuredLLM:
         from starfish.llm.transport import (
             BodyTooLarge,
             ConnectFailed,
+            Request,
             TooManyOpenFiles,
             TransportFailed,
-            post_json,
         )
 
         payload = json.dumps(body, separators=(",", ":")).encode()
@@ -473,7 +477,7 @@ class StructuredLLM:
                 raise _ModeChanged
             reserved = 0.0
             try:
-                if not limiter.contacted:
+                if not self._endpoint.contacted:
                     await self._first_contact()
                 job = self._job_of(call)
                 if job is not None and job.budget_usd is not None and self._price is not None:
@@ -488,8 +492,14 @@ class StructuredLLM:
             # Whatever happens below, the reservation is given back exactly once (`finally`).
             release: dict[str, Any] = {}
             try:
-                status, headers, data, text = await post_json(
-                    self._url, self._headers, payload, self.request_timeout
+                answer = await self._endpoint.transport.send(
+                    Request("POST", self._url, self._headers, payload, self.request_timeout)
+                )
+                status, headers, data, text = (
+                    answer.status,
+                    answer.headers,
+                    answer.data(),
+                    answer.text,
                 )
                 release = {"headers": headers, "status": status}
                 if status == 200 and isinstance(data, dict):
@@ -516,7 +526,7 @@ class StructuredLLM:
                         "base_url (or the provider's *_BASE_URL variable) and that the server "
                         "is running."
                     )
-                    _unreachable[self.base_url] = (time.monotonic() + UNREACHABLE_MEMORY, message)
+                    self._endpoint.mark_unreachable(message)
                     raise LLMUnreachableError(message) from None
                 failures += 1
                 await self._backoff(call, failures, f"connection failed ({exc})", {})
@@ -539,7 +549,7 @@ class StructuredLLM:
                     from starfish.llm.budget import release as give_back
 
                     give_back(self._job_of(call), reserved)
-            _unreachable.pop(self.base_url, None)
+            self._endpoint.reached()
             if status == 200 and not isinstance(data, dict):
                 await self._count(call, {"requests": 1})
                 raise LLMRequestError(
@@ -601,29 +611,29 @@ class StructuredLLM:
         """Before the first request to an endpoint (which may take minutes to generate),
         check within seconds that something answers there at all."""
         from starfish.data_factory.progress import set_notice
-        from starfish.llm.transport import ConnectFailed, probe
+        from starfish.llm.transport import ConnectFailed, Request, TransportFailed
 
+        probe = Request("GET", self.base_url + "/models", self._headers, None, FIRST_CONTACT_WAIT)
         started = time.monotonic()
         waited = 0.0
         try:
             while True:
                 try:
-                    status = await probe(
-                        self.base_url + "/models", self._headers, FIRST_CONTACT_WAIT
-                    )
+                    await self._endpoint.transport.send(probe)  # any HTTP status: it is there
                 except ConnectFailed:
                     return  # the request itself says so, with the usual message
-                if status is not None:
-                    self._limiter.contacted = True
+                except TransportFailed:
+                    waited = time.monotonic() - started
+                else:
+                    self._endpoint.contacted = True
                     return
-                waited = time.monotonic() - started
                 if waited >= FIRST_CONTACT_GIVE_UP:
                     message = (
                         f"the server at {self.base_url} accepted the connection but sent no "
                         f"answer in {waited:.0f} s: check that it is the model server and "
                         "that it is not stuck."
                     )
-                    _unreachable[self.base_url] = (time.monotonic() + UNREACHABLE_MEMORY, message)
+                    self._endpoint.mark_unreachable(message)
                     raise LLMUnreachableError(message)
                 set_notice(f"waiting for {self.base_url} (no answer for {waited:.0f} s)")
         finally:
@@ -633,7 +643,7 @@ class StructuredLLM:
     def _refuse(self, rung: str | None) -> None:
         """The server refused `rung`: this process asks the endpoint with a lower one."""
         if rung is not None:
-            _refused.setdefault((self.base_url, self._target.model), set()).add(rung)
+            self._endpoint.refused.add(rung)
 
     async def _backoff(self, call: Any, failures: int, what: str, counts: dict[str, Any]) -> None:
         if failures > self.max_retries:
@@ -647,11 +657,9 @@ class StructuredLLM:
         await asyncio.sleep(backoff(failures, RETRY_BASE_DELAY, RETRY_MAX_DELAY))
 
     def _check_reachable(self) -> None:
-        known = _unreachable.get(self.base_url)
+        known = self._endpoint.unreachable()
         if known is not None:
-            if known[0] > time.monotonic():
-                raise LLMUnreachableError(known[1])
-            _unreachable.pop(self.base_url, None)
+            raise LLMUnreachableError(known)
 
     def _scrub(self, text: str, limit: int = MAX_MESSAGE) -> str:
         """`text` without the key, cut to `limit` characters; the key is removed before the

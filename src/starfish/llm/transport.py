@@ -1,8 +1,15 @@
-"""OpenAI-compatible chat completions over aiohttp: one pooled session per event loop.
+"""The HTTP seam of the model layer: `Transport.send(request) -> response`.
 
-aiohttp, not httpx: against the same loopback server at concurrency 200 a bare aiohttp loop
-did ~1,750 calls/s and httpx ~80 (issue 11). The session is closed when its loop shuts down
-(`asyncio.run` closes open async generators, and one holds each session).
+One method, the shape of httpx's transports, so that the logic above it (modes, retries,
+limits, counts) can be tested with an in-process fake (`FakeTransport` in the tests) while the
+HTTP behaviour is tested against a loopback server. `AiohttpTransport` is the real one: one
+pooled session per event loop, closed when its loop shuts down (`asyncio.run` closes open async
+generators, and one holds each session). aiohttp, not httpx: against the same loopback server
+at concurrency 200 a bare aiohttp loop did ~1,750 calls/s and httpx ~80 (issue 11).
+
+What `send` may raise says what happened on the wire: `ConnectFailed` (nothing accepted the
+connection), `TransportFailed` (the request went out, no answer came back), `TooManyOpenFiles`
+(a local limit), `BodyTooLarge`. Any HTTP status is an answer, not an exception.
 """
 
 from __future__ import annotations
@@ -11,8 +18,49 @@ import asyncio
 import errno
 import json
 import weakref
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "AiohttpTransport",
+    "BodyTooLarge",
+    "ConnectFailed",
+    "Request",
+    "Response",
+    "TooManyOpenFiles",
+    "Transport",
+    "TransportFailed",
+    "decode",
+]
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str  # GET or POST
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+    timeout: float = 120.0  # seconds for the whole exchange
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    text: str = ""  # the body, decoded by its charset
+
+    def data(self) -> Any:
+        """The body parsed as JSON, or the text when it is not JSON."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return self.text
+
+
+class Transport(Protocol):
+    async def send(self, request: Request) -> Response: ...
+
 
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
     weakref.WeakKeyDictionary()
@@ -80,42 +128,42 @@ async def session() -> Any:
     return client
 
 
-async def post_json(
-    url: str, headers: dict[str, str], payload: bytes, timeout: float
-) -> tuple[int, Any, Any, str]:
-    """POST `payload`; return (status, headers, parsed JSON body or the text if not JSON, the
-    body as text, decoded by its charset)."""
-    import aiohttp
+class AiohttpTransport:
+    """HTTP over the event loop's pooled aiohttp session."""
 
-    client = await session()
-    limit = _timeouts.get(timeout)
-    if limit is None:
-        limit = _timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
-    try:
-        async with client.post(url, data=payload, headers=headers, timeout=limit) as resp:
-            chunks = []
-            size = 0
-            async for chunk in resp.content.iter_chunked(256 * 1024):
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise BodyTooLarge(
-                        f"answered HTTP {resp.status} with a body over {MAX_BODY >> 20} MB"
-                    )
-                chunks.append(chunk)
-            raw = b"".join(chunks)
-            status, resp_headers, charset = resp.status, resp.headers, resp.charset
-    except aiohttp.ClientConnectorError as exc:
-        if getattr(exc.os_error, "errno", None) in (errno.EMFILE, errno.ENFILE):
-            raise TooManyOpenFiles(str(exc.os_error.strerror)) from None
-        raise ConnectFailed(type(exc).__name__) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise TransportFailed(type(exc).__name__) from None
-    text = decode(raw, charset)
-    try:
-        body: Any = json.loads(text)
-    except ValueError:
-        body = text
-    return status, resp_headers, body, text
+    async def send(self, request: Request) -> Response:
+        import aiohttp
+
+        client = await session()
+        limit = _timeouts.get(request.timeout)
+        if limit is None:
+            limit = _timeouts[request.timeout] = aiohttp.ClientTimeout(total=request.timeout)
+        try:
+            async with client.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=dict(request.headers),
+                timeout=limit,
+            ) as resp:
+                chunks = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(256 * 1024):
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        raise BodyTooLarge(
+                            f"answered HTTP {resp.status} with a body over {MAX_BODY >> 20} MB"
+                        )
+                    chunks.append(chunk)
+                raw = b"".join(chunks)
+                status, headers, charset = resp.status, resp.headers, resp.charset
+        except aiohttp.ClientConnectorError as exc:
+            if getattr(exc.os_error, "errno", None) in (errno.EMFILE, errno.ENFILE):
+                raise TooManyOpenFiles(str(exc.os_error.strerror)) from None
+            raise ConnectFailed(type(exc).__name__) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise TransportFailed(type(exc).__name__) from None
+        return Response(int(status), headers, decode(raw, charset))
 
 
 def decode(raw: bytes, charset: str | None) -> str:
@@ -128,20 +176,3 @@ def decode(raw: bytes, charset: str | None) -> str:
             except (LookupError, UnicodeDecodeError):
                 continue
     return raw.decode("utf-8", "replace")
-
-
-async def probe(url: str, headers: dict[str, str], timeout: float) -> int | None:
-    """GET `url` and return its HTTP status once the headers arrive (any status: something
-    answers), or None if nothing did within `timeout`; `ConnectFailed` if nothing listens."""
-    import aiohttp
-
-    client = await session()
-    try:
-        async with client.get(
-            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as resp:
-            return int(resp.status)
-    except aiohttp.ClientConnectorError as exc:
-        raise ConnectFailed(type(exc).__name__) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        return None
