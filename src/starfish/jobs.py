@@ -53,6 +53,7 @@ class JobInfo:
     state: dict[str, Any] = field(default_factory=dict)
     llm: dict[str, Any] | None = None  # the model layer's counts, when it was used
     made_with: dict[str, Any] | None = None  # a `starfish generate` job's model settings
+    waiting: int = 0  # inputs deferred (waiting for an answer from outside), to run again
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +135,9 @@ def _info(storage: Storage, row: dict[str, Any], status: str, with_llm: bool = F
         state=row.get("state") or {},
         llm=_llm_counts(storage, job_id) if with_llm else None,
         made_with=_made_with(storage, job_id) if with_llm and row["name"] == "generate" else None,
+        waiting=int(counts.get("waiting", 0))
+        if row.get("live_counts") or not with_llm
+        else int(storage.live_counts(job_id)[0].get("waiting", 0)),
     )
 
 

@@ -165,8 +165,9 @@ def load_progress(conn: sqlite3.Connection, job_id: str, num_inputs: int) -> Pro
         if status == "completed":
             completed[key & LOW] = 1
             empty += is_empty
-        else:
+        elif status == "dead":
             dead.add(key & LOW)
+        # `waiting` (deferred): neither; it runs again
     failed_counts = dict.fromkeys(("failed", "filtered", "duplicate"), 0)
     errors = _attempt_counts(conn, jid, failed_counts)
     rows, legacy = conn.execute(
