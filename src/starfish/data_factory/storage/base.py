@@ -136,6 +136,15 @@ class Storage(ABC):
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every job row, newest first."""
 
+    def keep_llm_counts(self, job_id: str, counts: dict[str, Any]) -> None:
+        """Keep a finished job's model-layer counts where the model layer keeps none itself
+        (in-memory jobs); local storage has them in its database already."""
+        return None
+
+    def llm_counts(self, job_id: str) -> dict[str, Any] | None:
+        """What `keep_llm_counts` kept."""
+        return None
+
     def job_overviews(self, job_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """What `starfish jobs list` shows: every job row (or those of `job_ids`), newest
         first, each with its `dead_queue` and, when its stored counts are not final (status

@@ -135,6 +135,13 @@ class MemoryStorage(Storage):
     def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
         self._job(job_id).meta.update(fields)
 
+    def keep_llm_counts(self, job_id: str, counts: dict[str, Any]) -> None:
+        self._job(job_id).meta["llm"] = dict(counts)
+
+    def llm_counts(self, job_id: str) -> dict[str, Any] | None:
+        counts = self._job(job_id).meta.get("llm")
+        return dict(counts) if counts else None
+
     def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict[str, Any]]:
         check_filter(filter)
         job = self._job(job_id)
