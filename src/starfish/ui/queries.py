@@ -365,7 +365,7 @@ def _input_page(
     lo = jid << _SHIFT
     start = max(after + 1, 0)
     rare = bool(search) or status == "dead"
-    end = min(start + WINDOW, _LOW) if rare else _LOW
+    end = min(start + WINDOW - 1, _LOW) if rare else _LOW
     sql = (
         "SELECT key & ?, attempts, substr(data, 1, ?), length(data) FROM inputs "
         "WHERE key >= ? AND key <= ? AND status = ?"
@@ -418,7 +418,7 @@ def _attempt_page(
     """Failed, filtered or duplicate attempts past cursor `idx.id`: a walk of the index."""
     idx, _, ident = after.partition(".")
     after_idx, after_id = int(idx), int(ident or -1)
-    end = min(max(after_idx, 0) + WINDOW, _LOW) if search else _LOW
+    end = min(after_idx + WINDOW, _LOW) if search else _LOW
     sql = (
         "SELECT id, idx, attempt, error_type, substr(data, 1, ?), length(data) FROM attempts "
         "WHERE jid = ? AND status = ? AND (idx, id) > (?, ?) AND idx <= ?"
