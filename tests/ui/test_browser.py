@@ -164,4 +164,5 @@ def _screenshots(page: Any, name: str) -> None:
     """Kept for docs/ when STARFISH_SCREENSHOTS names a folder (see docs/ui.md)."""
     folder = os.environ.get("STARFISH_SCREENSHOTS")
     if folder:
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(Path(folder) / name), full_page=False)
