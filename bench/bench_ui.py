@@ -131,9 +131,9 @@ def main() -> None:
         print(arrow.stderr)
         return
     a = json.loads(arrow.stdout)
-    grown = a["peak"] - a["before"]
+    grown, size = a["peak"] - a["before"], a["table_bytes"]
     print(
-        f"  to_arrow: {a['rows']:,} rows in {a['seconds']:.1f} s; table {a['table_bytes'] / 1e6:.0f}"
+        f"  to_arrow: {a['rows']:,} rows in {a['seconds']:.1f} s; table {size / 1e6:.0f}"
         f" MB; peak RSS above the start {grown / 1e6:.0f} MB = "
         f"{grown / a['table_bytes']:.2f}x the table"
     )

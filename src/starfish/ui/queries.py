@@ -259,38 +259,13 @@ class Reader:
     def quality(self, job_id: str) -> dict[str, Any] | None:
         """Duplicates by kind and the judge's score histogram, as `jobs show` counts them;
         None when no quality hook ran in the job."""
-        from collections import Counter
+        from starfish.quality.report import tally
 
         with self._db() as conn:
             if conn is None or "quality" not in self._tables(conn):
                 return None
             rows = conn.execute("SELECT outcome, data FROM quality WHERE job_id = ?", (job_id,))
-            duplicates: Counter[str] = Counter()
-            scores: Counter[int] = Counter()
-            seen, judged, under, min_score = False, 0, 0, None
-            for outcome, data in rows:
-                seen = True
-                for item in json.loads(data):
-                    if not item:
-                        continue
-                    if outcome == "duplicate" and "duplicate" in item:
-                        duplicates[item["duplicate"]] += 1
-                    if "score" in item:
-                        judged += 1
-                        scores[item["score"]] += 1
-                        min_score = item.get("min_score")
-                        under += min_score is not None and item["score"] < min_score
-        if not seen:
-            return None
-        total = sum(s * n for s, n in scores.items())
-        return {
-            "duplicates": {k: duplicates[k] for k in ("exact", "near", "semantic")},
-            "judged": judged,
-            "mean_score": round(total / judged, 3) if judged else None,
-            "min_score": min_score,
-            "under_min_score": under,
-            "score_histogram": {str(s): scores[s] for s in sorted(scores)},
-        }
+            return tally((outcome, json.loads(data)) for outcome, data in rows)
 
 
 _NAMES = (
