@@ -1,8 +1,9 @@
 """The report: the results table, the machine it ran on, the chart and docs/benchmarks.md.
 
-The doc is rewritten on every writing run except two blocks kept as they are: the analysis
-(between the `analysis` markers, written by hand) and the model layer's figures (between the
-`llm` markers, written by bench/bench_llm.py).
+The doc is rewritten on every writing run except three blocks kept as they are: the analysis
+(between the `analysis` markers, written by hand), the model layer's figures (between the
+`llm` markers, written by bench/bench_llm.py) and the real model server's (between the
+`real-model` markers, written by bench/bench_real_model.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ ANALYSIS_START = "<!-- analysis:start -->"
 ANALYSIS_END = "<!-- analysis:end -->"
 LLM_START = "<!-- llm:start -->"
 LLM_END = "<!-- llm:end -->"
+REAL_START = "<!-- real-model:start -->"
+REAL_END = "<!-- real-model:end -->"
 
 
 def render_table(rows: list[Row], peer: bool) -> str:
@@ -106,13 +109,14 @@ def draw_chart(rows: list[Row], path: Path) -> bool:
 def write_doc(
     bench: Bench, rows: list[Row], info: dict[str, str], argv: list[str], chart: bool
 ) -> None:
-    """Rewrite docs/benchmarks.md, keeping the analysis and the model layer's block as they are
-    (the model layer's section only when bench/bench_llm.py has written one)."""
+    """Rewrite docs/benchmarks.md, keeping the analysis, the model layer's block and the real
+    model server's as they are (each of the last two only when its script has written one)."""
     text = DOC.read_text() if DOC.exists() else ""
     analysis = _kept(text, ANALYSIS_START, ANALYSIS_END) or (
         f"{ANALYSIS_START}\n_No analysis yet._\n{ANALYSIS_END}"
     )
     llm = _kept(text, LLM_START, LLM_END)
+    real = _kept(text, REAL_START, REAL_END)
     ours_v = (bench.samples.get("import", {}).get("ours") or [{}])[0].get("version", "?")
     peer_v = (bench.samples.get("import", {}).get("peer") or [{}])[0].get("version", "?")
     misses = [r for r in rows if r.passed is False]
@@ -158,12 +162,15 @@ def write_doc(
         lines.append("")
     if llm:
         lines += ["## The model layer (bench/bench_llm.py)", "", llm, ""]
+    if real:
+        lines += ["## A real model server (bench/bench_real_model.py)", "", real, ""]
     lines += ["## Analysis", "", analysis, "", "## Running it", ""]
     lines += [
         "`make bench` installs the `bench` extra (matplotlib) and runs `bench/run.py`, which",
         "creates `bench/peer/.venv` with starfish-core on first use (`bench/peer.py`). Options:",
         "`--reps N`, `--only ours|peer|both`, `--skip-scale`, `--peer-scale-cap SECONDS`,",
-        "`--workloads cold,throughput,io,resume,state,scale,telemetry,large_input`, `--quick`",
+        "`--workloads cold,throughput,io,resume,state,jobs_list,scale,telemetry,large_input`,",
+        "`--quick`",
         "(tiny sizes, the smoke run of `make test`: `tests/test_bench_smoke.py`), `--no-write`",
         "(print only).",
         "Raw samples of the last writing run are in `bench/out/results.json` (not committed).",

@@ -105,6 +105,11 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         ("counts", counts_line(info.counts) + pending(info)),
         ("", f"({ATTEMPT_COUNTS_NOTE})"),
         ("dead queue", dead),
+        *(
+            [("waiting", f"{info.waiting} inputs (deferred; they run again)")]
+            if info.waiting
+            else []
+        ),
         ("created", when(info.created_at)),
         ("finished", when(info.finished_at)),
         ("run time", seconds(info.execution_time)),
@@ -167,6 +172,9 @@ def export(
     ] = "file",
 ) -> None:
     """Write a job's records to a file, streamed from storage (memory stays flat)."""
+    from starfish._memory import return_big_blocks
+
+    return_big_blocks()
     from starfish import io, jobs
 
     job_id = _load(job_id).job_id

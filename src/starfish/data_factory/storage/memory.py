@@ -102,7 +102,7 @@ class MemoryStorage(Storage):
                 if outcome[0] == "completed":
                     completed[i] = 1
                     empty += not outcome[2]
-                else:
+                elif outcome[0] == "dead":
                     dead.add(i)
         counts, errors = self.live_counts(job_id)
         failed = {k: counts[k] for k in ("failed", "filtered", "duplicate")}
@@ -121,7 +121,7 @@ class MemoryStorage(Storage):
         counts = dict.fromkeys(COUNT_KEYS, 0)
         for outcome in job.outcomes:
             if outcome is not None:
-                counts[outcome[0]] += 1
+                counts[outcome[0]] = counts.get(outcome[0], 0) + 1  # `waiting` too
         errors: dict[str, int] = {}
         for _, _, status, error_type, _ in job.attempts:
             counts[status] += 1
