@@ -112,7 +112,9 @@ class Reader:
             job["status"] = "abandoned"  # stored running, but no process holds its lease
         if job["status"] in ("running", "abandoned") or job["counts"] is None:
             job["counts"], job["error_summary"] = _live_counts(conn, jid)
-        job["counts"] = {k: int((job["counts"] or {}).get(k, 0)) for k in COUNT_KEYS}
+        stored = job["counts"] or {}
+        job["waiting"] = int(stored.get("waiting", 0))  # deferred inputs, to run again
+        job["counts"] = {k: int(stored.get(k, 0)) for k in COUNT_KEYS}
         job["done"] = job["counts"]["completed"] + job["counts"]["dead"]
         job["cost_usd"] = cost
         end = job["finished_at"] if job["status"] != "running" else time.time()

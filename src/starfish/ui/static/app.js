@@ -123,6 +123,7 @@ function renderSummary(box, job) {
     card("inputs", num(job.num_inputs)),
     card("done", num(job.done)),
     ...["completed", "failed", "filtered", "duplicate", "dead"].map((k) => card(k, num(c[k]), k)),
+    job.waiting ? card("waiting", num(job.waiting), "waiting") : null,
     card("cost", usd(job.cost_usd)),
     card("started", when(job.created_at)),
     card("duration", duration(job.duration)));
