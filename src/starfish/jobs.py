@@ -58,6 +58,31 @@ class JobInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_arrow(self, filter: str = "completed", *, with_quality: bool = False) -> Any:
+        """The records as a `pyarrow.Table`, built from streamed record batches; `filter` as
+        in export (`dead`: one row per dead input), `with_quality`: the quality.* columns."""
+        from starfish.arrow import to_arrow
+
+        return to_arrow(self.job_id, filter, with_quality)
+
+    def to_pandas(self, filter: str = "completed", *, with_quality: bool = False) -> Any:
+        """The records as a `pandas.DataFrame` (`starfish-datagen[pandas]`)."""
+        from starfish.arrow import to_pandas
+
+        return to_pandas(self.job_id, filter, with_quality)
+
+    def to_dataset(self, filter: str = "completed", *, with_quality: bool = False) -> Any:
+        """The records as a Hugging Face `datasets.Dataset` (`starfish-datagen[hf]`)."""
+        from starfish.arrow import to_dataset
+
+        return to_dataset(self.job_id, filter, with_quality)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: status, progress, counts and cost instead of the dataclass repr."""
+        from starfish._notebook import job_html
+
+        return job_html(self)
+
 
 def _llm_counts(storage: Storage, job_id: str) -> dict[str, Any] | None:
     path = getattr(storage, "path", None)

@@ -16,6 +16,7 @@ from starfish.cli.generate import generate
 from starfish.cli.jobs import app as jobs_app
 from starfish.cli.run import run
 from starfish.cli.telemetry import app as telemetry_app
+from starfish.cli.ui import ui
 
 app = typer.Typer(
     name="starfish",
@@ -32,6 +33,7 @@ app.command("generate", no_args_is_help=True)(generate)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(cache_app, name="cache")
+app.command("ui")(ui)
 
 
 def _version(value: bool) -> None:

@@ -140,7 +140,7 @@ def export(
             "--output",
             "-o",
             metavar="FILE",
-            help="File to write: .jsonl, .csv or .parquet.",
+            help="File to write: .jsonl, .csv or .parquet (with --format hf: a folder).",
             show_default=False,
         ),
     ],
@@ -160,6 +160,16 @@ def export(
             "similarity and the input it repeats.",
         ),
     ] = False,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="'file' (the format of the extension) or 'hf': a folder in the Hugging Face "
+            "Hub's layout, Parquet shards under data/ and a README.md dataset card, which "
+            "datasets.load_dataset(DIR) loads and `huggingface-cli upload` publishes.",
+        ),
+    ] = "file",
 ) -> None:
     """Write a job's records to a file, streamed from storage (memory stays flat)."""
     from starfish._memory import return_big_blocks
@@ -168,6 +178,11 @@ def export(
     from starfish import io, jobs
 
     job_id = _load(job_id).job_id
+    if format_ not in ("file", "hf"):
+        fail(f"--format must be 'file' or 'hf', got {format_!r}")
+    if format_ == "hf":
+        _export_hf(job_id, output, filter_.value, with_quality)
+        return
     try:
         io.check_writable(output)  # a format we cannot write is a usage error: exit 2
     except io.DataFileError as e:
@@ -187,6 +202,24 @@ def export(
     except OSError as e:
         fail(f"cannot write {output}: {e.strerror or e}", EXIT_FAILED_JOB)
     typer.echo(f"wrote {count} {filter_.value} records of job {job_id} to {output}")
+
+
+def _export_hf(job_id: str, output: Path, filter_: str, with_quality: bool) -> None:
+    from starfish import io
+    from starfish.arrow import export_hf
+
+    if output.exists() and not output.is_dir():
+        fail(f"--format hf writes a folder, and {output} is a file")
+    try:
+        done = export_hf(job_id, output, filter_, with_quality)
+    except io.DataFileError as e:
+        fail(str(e), EXIT_FAILED_JOB)
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror or e}", EXIT_FAILED_JOB)
+    typer.echo(
+        f"wrote {done['rows']} {filter_} records of job {job_id} to {output}/ "
+        f"({done['shards']} Parquet shard(s) in data/, README.md dataset card)"
+    )
 
 
 @app.command("resume")

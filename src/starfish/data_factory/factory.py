@@ -72,6 +72,12 @@ class DataFactory:
     def __repr__(self) -> str:
         return f"<DataFactory {getattr(self.func, '__qualname__', self.func)!r}>"
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the last job's status, progress, counts and cost."""
+        from starfish._notebook import factory_html
+
+        return factory_html(self)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Calling the factory calls the function itself, once."""
         return self.func(*args, **kwargs)

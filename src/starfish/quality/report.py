@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from starfish.quality.store import existing_store
 
-__all__ = ["iter_with_quality", "quality_line", "summary"]
+__all__ = ["iter_with_quality", "quality_line", "summary", "tally"]
 
 
 def _located(job_id: str) -> tuple[Any, str, Any]:
@@ -25,12 +25,28 @@ def summary(job_id: str) -> dict[str, Any] | None:
     storage, full_id, store = _located(job_id)
     if store is None:
         return None
+    found = tally((outcome, data) for _, _, _, outcome, data in store.quality_rows(full_id))
+    if found is None:
+        return None
+    counts, _ = storage.live_counts(full_id)
+    row = storage.get_job(full_id) or {}
+    return {
+        "kept": counts["completed"],
+        "inputs": row.get("num_inputs"),
+        "duplicate_attempts": counts["duplicate"],
+        **found,
+    }
+
+
+def tally(rows: Iterable[tuple[str, list[Any]]]) -> dict[str, Any] | None:
+    """Duplicates by kind and the judge's figures from (outcome, per-record dicts) rows; None
+    when there are none. Shared with the viewer, which reads the rows itself (read-only)."""
     duplicates: Counter[str] = Counter()
     scores: Counter[int] = Counter()
     under = judged = 0
     min_score = None
     seen = False
-    for _, _, _, outcome, data in store.quality_rows(full_id):
+    for outcome, data in rows:
         seen = True
         for item in data:
             if not item:
@@ -44,13 +60,8 @@ def summary(job_id: str) -> dict[str, Any] | None:
                 under += min_score is not None and item["score"] < min_score
     if not seen:
         return None
-    counts, _ = storage.live_counts(full_id)
-    row = storage.get_job(full_id) or {}
     total = sum(n * s for s, n in scores.items())
     return {
-        "kept": counts["completed"],
-        "inputs": row.get("num_inputs"),
-        "duplicate_attempts": counts["duplicate"],
         "duplicates": {k: duplicates[k] for k in ("exact", "near", "semantic")},
         "judged": judged,
         "mean_score": round(total / judged, 3) if judged else None,
