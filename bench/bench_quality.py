@@ -125,6 +125,43 @@ def speed(which: str, n: int) -> dict[str, Any]:
     return {"seconds": round(seconds, 1), "kept": kept, "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
+def store_rows(n: int, db: Path) -> dict[str, Any]:
+    """The stored index of n kept records (one row each, as `Dedupe` writes them)."""
+    from starfish.quality._text import digest, minhash, normalize
+    from starfish.quality.dedupe import _Keys, _row
+    from starfish.quality.store import QualityStore
+
+    store = QualityStore(db)
+    assert store._conn is not None
+    batch: list[Any] = []
+    for i, text in enumerate(texts(n)):
+        t = normalize(text)
+        batch.append(("bench", "dedupe(text)", *_row(i, [_Keys(digest(t), minhash(t))])))
+        if len(batch) == 5000 or i == n - 1:
+            store._conn.executemany("INSERT INTO quality_index VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+            batch.clear()
+    store.close()
+    return {"rows": n, "db_mb": round(db.stat().st_size / 2**20, 1)}
+
+
+def restore(db: Path) -> dict[str, Any]:
+    """Rebuild the index from the stored rows, as a resumed run does (Dedupe._restore)."""
+    import numpy  # noqa: F401
+
+    from starfish.quality.dedupe import _Index, _unrow
+    from starfish.quality.store import QualityStore
+
+    started = time.perf_counter()
+    index = _Index(0.8, None)
+    for row in QualityStore(db).index_rows("bench", "dedupe(text)"):
+        for k in _unrow(row):
+            index.add(k, row[0])
+    seconds = time.perf_counter() - started
+    assert index.lsh is not None
+    return {"seconds": round(seconds, 1), "rows": len(index.lsh),
+            "peak_rss_mb": round(peak_rss_mb(), 1)}  # fmt: skip
+
+
 def unpack_src(rev: str) -> Path:
     """src/ of git revision `rev`, in a temporary directory (for the before variant)."""
     where = Path(tempfile.mkdtemp(prefix="starfish-bench-before-"))
@@ -138,12 +175,15 @@ def unpack_src(rev: str) -> Path:
     return where / "src"
 
 
-def run_speed(which: str, n: int, src: Path | None = None) -> dict[str, Any]:
+def run_speed(
+    which: str, n: int, src: Path | None = None, db: Path | None = None
+) -> dict[str, Any]:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
+    more = ["--db", str(db)] if db is not None else []
     out = subprocess.run(
-        [sys.executable, __file__, "--one", which, "--n", str(n)],
+        [sys.executable, __file__, "--one", which, "--n", str(n), *more],
         capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
     return dict(json.loads(out.stdout))
@@ -293,8 +333,15 @@ def main() -> None:
     ap.add_argument("--inputs", type=int, default=2000)
     ap.add_argument("--before", metavar="REV", help="also time the Dedupe of git revision REV")
     ap.add_argument("--skip-speed", action="store_true")
-    ap.add_argument("--one", choices=("datasketch", "dedupe"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--one", choices=("datasketch", "dedupe", "store", "restore"), help=argparse.SUPPRESS
+    )
+    ap.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one in ("store", "restore"):
+        result = store_rows(args.n, args.db) if args.one == "store" else restore(args.db)
+        print(json.dumps(result))
+        return
     if args.one:
         print(json.dumps(speed(args.one, args.n)))
         return
@@ -310,6 +357,13 @@ def main() -> None:
             print(
                 f"speed n={args.n} {name}:", json.dumps(run_speed(which, args.n, src)), flush=True
             )
+        db = Path(tempfile.mkdtemp(prefix="starfish-bench-restore-")) / "jobs.db"
+        print("stored index:", json.dumps(run_speed("store", args.n, db=db)), flush=True)
+        print(
+            f"restore n={args.n} Dedupe:",
+            json.dumps(run_speed("restore", args.n, db=db)),
+            flush=True,
+        )
     for r in cost(args.inputs):
         print("cost:", json.dumps(r), flush=True)
 

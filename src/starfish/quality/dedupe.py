@@ -309,13 +309,15 @@ class Dedupe:
             raise OptionsError(f"{self!r}: against job {job_id!r}: {exc}") from None
         completed = set(storage.indices(full_id, "completed"))
         path = getattr(storage, "path", None)
-        rows = {row[0]: row for row in store_for(path).index_rows(full_id, self.name)}
-        missing = completed - rows.keys()
-        for idx, row in rows.items():
+        indexed: set[int] = set()
+        for row in store_for(path).index_rows(full_id, self.name):  # streamed, a page at a time
+            idx = row[0]
+            indexed.add(idx)
             if idx in completed:
                 ref = idx if against is None else {"job": full_id, "index": idx}
                 for k in _unrow(row):
                     index.add(k, ref)
+        missing = completed - indexed
         if not missing:
             return
         if self.semantic is not None:
