@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from starfish.data_factory.context import JOB_DELETED, RECORD_ANNOTATIONS
 from starfish.quality.dedupe import Dedupe

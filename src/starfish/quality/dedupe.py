@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starfish.errors import OptionsError
-from starfish.quality._lsh import SignatureIndex, jaccard
 from starfish.quality._text import NUM_PERM, digest, key_text, minhash, normalize
 from starfish.quality.embeddings import Embeddings
 from starfish.quality.store import IndexRow, store_for
@@ -65,7 +64,7 @@ class _Index:
     near: float | None
     threshold: float | None
     exact: dict[bytes, Any] = field(default_factory=dict)
-    lsh: SignatureIndex | None = None
+    lsh: Any = None  # _lsh.SignatureIndex (near=)
     near_refs: list[Any] = field(default_factory=list)  # per signature row: whose it is
     vectors: Any = None  # (capacity, d) float32, first `rows` used
     vector_refs: list[Any] = field(default_factory=list)
@@ -73,6 +72,8 @@ class _Index:
 
     def __post_init__(self) -> None:
         if self.near is not None:
+            from starfish.quality._lsh import SignatureIndex  # numpy: when first needed
+
             self.lsh = SignatureIndex(self.near, NUM_PERM, LSH_WEIGHTS)
 
     def find(self, keys: _Keys) -> _Hit | None:
@@ -137,6 +138,8 @@ class _Index:
 
 
 def _same(a: _Keys, b: _Keys, near: float | None, threshold: float | None) -> bool:
+    from starfish.quality._lsh import jaccard
+
     if a.digest == b.digest:
         return True
     if (
