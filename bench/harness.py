@@ -49,6 +49,7 @@ class Sizes:
     telemetry_calls: int = 100_000
     telemetry_runs: int = 5
     large_rows: int = 1_000_000
+    stored_jobs: int = 1_000
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -63,6 +64,7 @@ class Sizes:
             telemetry_calls=2_000,
             telemetry_runs=1,
             large_rows=5_000,
+            stored_jobs=50,
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -112,6 +113,33 @@ def state(bench: Bench) -> None:
         order = ("local", "in_memory") if rep % 2 == 0 else ("in_memory", "local")
         for storage in order:
             bench.record(f"state_{storage}", "ours", *measure(storage))
+
+
+def jobs_list(bench: Bench) -> None:
+    """`starfish jobs list` as a whole process over many stored jobs (ours only): the jobs are
+    stored once, the listing is timed `reps` times after one untimed run that compiles it."""
+    n = bench.sizes.stored_jobs
+    bench.commands["jobs_list"] = (
+        f"python bench/workload.py store-jobs --n {n}, then starfish jobs list"
+    )
+    appdir = bench.appdir()
+    stored = bench.workload("ours", ["store-jobs", "--n", str(n)], appdir=appdir)
+    if stored.error:
+        bench.record("jobs_list", "ours", None, stored.error)
+        return
+    cli = OURS_PYTHON.with_name("starfish")
+    cmd = [str(cli)] if cli.exists() else [str(OURS_PYTHON), "-m", "starfish"]
+    cmd += ["jobs", "list"]
+    env = child_env(appdir)
+    run_proc(cmd, env, bench.timeout, bench.tmp)
+    for _ in range(bench.reps):
+        p = run_proc(cmd, env, bench.timeout, bench.tmp)
+        last = p.tail.strip().splitlines()[-1:] or [""]
+        if p.returncode or not re.fullmatch(r"[0-9a-f]{32}", last[0].split(" ")[0]):
+            bench.record("jobs_list", "ours", None, f"exit {p.returncode}: {p.tail[-300:]}")
+            return
+        bench.record("jobs_list", "ours", {"wall_s": p.wall_s, "maxrss_mb": p.maxrss_mb}, None)
+    shutil.rmtree(appdir, ignore_errors=True)
 
 
 def resume(bench: Bench) -> None:
@@ -305,6 +333,7 @@ WORKLOADS: dict[str, tuple[Callable[[Bench], None], bool]] = {
     "io": (io_bound, False),
     "resume": (resume, False),
     "state": (state, True),
+    "jobs_list": (jobs_list, True),
     "scale": (scale, True),
     "telemetry": (telemetry, True),
     "large_input": (large_input, True),

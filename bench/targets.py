@@ -282,6 +282,14 @@ def table(s: Sizes) -> list[Target]:
         ),
         Target("large_input", "wall_s", f"{large}: time", "s"),
         Target(
+            "jobs_list",
+            "wall_s",
+            f"`starfish jobs list` over {s.stored_jobs:,} stored jobs, whole process",
+            "s",
+            target="≤ 0.5 s",
+            limit=Limit("≤", 0.5),
+        ),
+        Target(
             "telemetry",
             "capture_median_us",
             "`capture_event` median",

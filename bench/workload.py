@@ -208,6 +208,28 @@ def cmd_resume_finish(args: argparse.Namespace) -> None:
     emit(run_s=run_s, records=len(records or []), calls=_bench_hook.CALLS[0])
 
 
+def cmd_store_jobs(args: argparse.Namespace) -> None:
+    """Store `--n` finished jobs of five inputs each (one of them dead) and a state key: what
+    `starfish jobs list` then reads (ours only)."""
+    from starfish import data_factory
+
+    @data_factory(
+        storage="local",
+        show_progress=False,
+        dead_queue_threshold=1,
+        initial_state_values={"seen": 0},
+    )
+    async def f(i: int) -> list[dict[str, int]]:
+        if i == 4:
+            raise ValueError("the dead one")
+        return [{"i": i}]
+
+    start = time.perf_counter()
+    for _ in range(args.n):
+        f.run(i=list(range(5)))
+    emit(run_s=time.perf_counter() - start, jobs=args.n)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     """Stream a stored job's records to a file: what `starfish jobs export` does."""
     from starfish.io import write_records
@@ -236,6 +258,8 @@ def main() -> None:
     p = sub.add_parser("resume-finish")
     p.add_argument("--job-id", required=True)
     p.add_argument("--concurrency", type=int, default=50)
+    p = sub.add_parser("store-jobs")
+    p.add_argument("--n", type=int, required=True)
     p = sub.add_parser("export")
     p.add_argument("--job-id", required=True)
     p.add_argument("--out", required=True)
@@ -249,6 +273,7 @@ def main() -> None:
         "resume-start": cmd_resume_start,
         "resume-finish": cmd_resume_finish,
         "export": cmd_export,
+        "store-jobs": cmd_store_jobs,
     }
     handlers[args.cmd](args)
 

@@ -53,6 +53,7 @@ class JobInfo:
     state: dict[str, Any] = field(default_factory=dict)
     llm: dict[str, Any] | None = None  # the model layer's counts, when it was used
     made_with: dict[str, Any] | None = None  # a `starfish generate` job's model settings
+    waiting: int = 0  # inputs deferred (waiting for an answer from outside), to run again
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,8 +61,13 @@ class JobInfo:
 
 def _llm_counts(storage: Storage, job_id: str) -> dict[str, Any] | None:
     path = getattr(storage, "path", None)
-    if path is None:
-        return None
+    if path is None:  # an in-memory job: the counts it kept when it ended
+        kept = storage.llm_counts(job_id)
+        if not kept:
+            return None
+        from starfish.llm.cache import COUNT_KEYS
+
+        return {k: kept.get(k, None if k == "cost_usd" else 0) for k in COUNT_KEYS}
     from starfish.llm.cache import read_counts
 
     return read_counts(path, job_id)
@@ -94,18 +100,28 @@ def _made_with(storage: Storage, job_id: str) -> dict[str, Any] | None:
     return {k: settings[k] for k in MADE_WITH if settings.get(k) not in (None, {}, "auto")}
 
 
-def _info(
-    storage: Storage, row: dict[str, Any], with_dead_queue: bool = True, with_llm: bool = False
-) -> JobInfo:
+def _settled(storage: Storage, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Each overview row with the status to show: a job stored `running` that no process
+    holds is `abandoned`. Those are read again first (one query for all), for a job may have
+    finished, and let go of its lease, since the first read."""
+    gone = {
+        r["job_id"] for r in rows if r["status"] == "running" and not storage.is_live(r["job_id"])
+    }
+    again = {r["job_id"]: r for r in storage.job_overviews(sorted(gone))} if gone else {}
+    settled = []
+    for row in rows:
+        if row["job_id"] in gone:
+            row = again.get(row["job_id"], row)  # kept when deleted meanwhile
+            settled.append((row, "abandoned" if row["status"] == "running" else row["status"]))
+        else:
+            settled.append((row, row["status"]))
+    return settled
+
+
+def _info(storage: Storage, row: dict[str, Any], status: str, with_llm: bool = False) -> JobInfo:
+    """A job as shown, from its overview row (see `Storage.job_overviews`)."""
     job_id = row["job_id"]
-    status = row["status"]
-    if status == "running" and not storage.is_live(job_id):
-        # Read again: the job may have finished (and let go of its lease) since the first read.
-        row = storage.get_job(job_id) or row
-        status = "abandoned" if row["status"] == "running" else row["status"]
-    counts, errors = row.get("counts"), row.get("error_summary")
-    if row["status"] == "running" or counts is None:
-        counts, errors = storage.live_counts(job_id)  # still running, or killed mid-run
+    counts, errors = row.get("live_counts") or (row["counts"], row.get("error_summary"))
     return JobInfo(
         job_id=job_id,
         name=row["name"],
@@ -118,12 +134,15 @@ def _info(
         created_at=row["created_at"],
         finished_at=row.get("finished_at"),
         execution_time=row.get("execution_time"),
-        dead_queue=storage.dead_queue(job_id) if with_dead_queue else [],
+        dead_queue=row["dead_queue"],
         storage=storage.kind,
         error_summary=dict(errors or {}),
         state=row.get("state") or {},
         llm=_llm_counts(storage, job_id) if with_llm else None,
         made_with=_made_with(storage, job_id) if with_llm and row["name"] == "generate" else None,
+        waiting=int(counts.get("waiting", 0))
+        if row.get("live_counts") or not with_llm
+        else int(storage.live_counts(job_id)[0].get("waiting", 0)),
     )
 
 
@@ -134,7 +153,11 @@ def list_jobs() -> list[JobInfo]:
 
     local = SqliteStorage.default()
     try:
-        infos = [_info(s, row) for s in (local, MEMORY) for row in s.list_jobs()]
+        infos = [
+            _info(s, row, status)
+            for s in (local, MEMORY)
+            for row, status in _settled(s, s.job_overviews())
+        ]
     finally:
         local.close()
     infos.sort(key=lambda info: info.created_at, reverse=True)
@@ -144,10 +167,11 @@ def list_jobs() -> list[JobInfo]:
 def load_job(job_id: str) -> JobInfo:
     """The job with this id (or unique id prefix); `JobNotFoundError` if there is none."""
     storage, full_id = locate_job(job_id)
-    row = storage.get_job(full_id)
-    if row is None:  # deleted since it was found
+    rows = storage.job_overviews([full_id])
+    if not rows:  # deleted since it was found
         raise JobNotFoundError(f"no job with id {job_id!r}")
-    return _info(storage, row, with_llm=True)
+    [(row, status)] = _settled(storage, rows)
+    return _info(storage, row, status, with_llm=True)
 
 
 def iter_records(job_id: str, filter: str = "completed") -> Iterator[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 from starfish import io, jobs
 from starfish.data_factory import data_factory
 from starfish.data_factory.inputs import stream_inputs
-from starfish.data_factory.storage import _input_rows
+from starfish.data_factory.storage.sqlite import input_rows
 from tests.cli.conftest import Cli, run_job
 
 N = 3000
@@ -55,12 +55,12 @@ def test_workers_read_the_rows_back_in_windows_not_one_query_per_input() -> None
         seen.append(i)
         return {"i": i, "tag": tag}
 
-    n = 3 * _input_rows.CHUNK + 5
+    n = 3 * input_rows.CHUNK + 5
     f.run_rows(
         stream_inputs(f.func, ("i",), (({"i": i}, None) for i in range(n)), {"tag": "t"}, True)
     )
     reader = f._inputs
-    assert isinstance(reader, _input_rows.StoredRows)
+    assert isinstance(reader, input_rows.StoredRows)
     assert sorted(seen) == list(range(n))
     assert reader.fetches == 4  # ceil(n / CHUNK)
     assert list(jobs.iter_records(f.job_id)) == [{"i": i, "tag": "t"} for i in range(n)]

@@ -452,3 +452,14 @@ def test_a_call_that_overruns_after_its_turn_still_times_out(make_server):
     from starfish.jobs import load_job
 
     assert load_job(gen.job_id).error_summary == {"TimeoutError": 2}
+
+
+def test_an_in_memory_job_keeps_its_model_counts_after_it_ends(server):
+    llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url, price=(1, 1))
+    gen = make_job(llm, storage="in_memory")
+    gen.run(topic=["a", "b", "c"])
+    from starfish.jobs import load_job
+
+    counts = load_job(gen.job_id).llm
+    assert counts is not None and counts["requests"] == len(server.requests) == 3
+    assert counts["cache_hits"] == 0 and counts["cost_usd"] > 0

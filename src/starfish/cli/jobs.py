@@ -105,6 +105,11 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         ("counts", counts_line(info.counts) + pending(info)),
         ("", f"({ATTEMPT_COUNTS_NOTE})"),
         ("dead queue", dead),
+        *(
+            [("waiting", f"{info.waiting} inputs (deferred; they run again)")]
+            if info.waiting
+            else []
+        ),
         ("created", when(info.created_at)),
         ("finished", when(info.finished_at)),
         ("run time", seconds(info.execution_time)),

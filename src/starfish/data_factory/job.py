@@ -289,6 +289,8 @@ async def _execute(
                 "execution_time": previous_time + run_time,
             },
         )
+        if job_context.llm:
+            storage.keep_llm_counts(job_id, job_context.llm)
     except StorageError as exc:
         storage_failure = storage_failure or exc
     finally:

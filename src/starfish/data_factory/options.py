@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from starfish._numbers import is_int, is_number, is_positive
 from starfish.errors import OptionsError
 
 __all__ = [
@@ -158,17 +159,13 @@ def hook_list(hooks: Hooks) -> list[Hook]:
     return list(hooks)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise OptionsError(f"{name} must be an integer >= {minimum} ({meaning}), got {value!r}.")
 
 
 def _check_share(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    if not is_number(value) or not 0 <= value <= 1:
         raise OptionsError(
             f"{name} must be a number from 0 to 1 (the share of failed attempts among the "
             f"last stop_window outcomes that stops the job, e.g. 0.9; 0 turns the circuit "
@@ -179,7 +176,7 @@ def _check_share(name: str, value: Any) -> None:
 def _check_positive_or_none(name: str, value: Any, unit: str, otherwise: str) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if not is_positive(value):
         raise OptionsError(f"{name} must be a number of {unit} > 0, or {otherwise}, got {value!r}.")
 
 

@@ -16,12 +16,13 @@ stored so, to be resumed later, rather than failed).
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from starfish._backoff import backoff
+from starfish._numbers import is_number
 from starfish.data_factory.failures import cause
 
 __all__ = [
@@ -113,10 +114,9 @@ class RetryThenDead:
         if getattr(outcome.error, "retried", False) is True:
             return DEAD  # the layer that raised it retried it already: one layer retries
         hint = getattr(outcome.error, "retry_after", None)
-        if isinstance(hint, (int, float)) and not isinstance(hint, bool) and hint >= 0:
+        if is_number(hint) and hint >= 0:
             return Retry(float(hint))
-        delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (outcome.attempt - 1))
-        return Retry(delay * (0.5 + random.random()))
+        return Retry(backoff(outcome.attempt, RETRY_BASE_DELAY, RETRY_MAX_DELAY))
 
 
 class FatalError:

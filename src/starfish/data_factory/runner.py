@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from starfish.data_factory.context import CALL
+from starfish.data_factory.deferred import Deferred, Dispatcher
 from starfish.data_factory.executors import Executor
 from starfish.data_factory.gates import Gate
 from starfish.data_factory.inputs import InputSpec
@@ -132,6 +133,9 @@ class Runner:
         self._attempts: dict[int, int] = {}
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        # deferred inputs: each dispatcher they wait on, and one task listening to it
+        self.waiting: set[int] = set()
+        self._dispatchers: dict[int, asyncio.Task[None]] = {}
         # what the model layer keys its cache by (context.py): one list per worker
         self._calls: list[list[Any]] = [[None, None, None, None] for _ in range(concurrency)]
         self._state_version = state.version
@@ -167,6 +171,8 @@ class Runner:
             await asyncio.wait(self._tasks)
             raise
         finally:
+            for listener in self._dispatchers.values():
+                listener.cancel()
             if self._watchdog is not None:
                 self._watchdog.close()
             self._save_state()
@@ -240,6 +246,12 @@ class Runner:
             records = self._normalize(out)
         except asyncio.CancelledError as exc:
             error = self._not_ours(exc, wid)
+        except Deferred as deferred:
+            if watchdog is not None:
+                watchdog.disarm(wid)
+            if not self._stopping:
+                self._defer(index, tries, attempt, deferred.dispatcher)
+            return None
         except Exception as exc:
             error = exc
         if watchdog is not None and watchdog.disarm(wid) and error is None:
@@ -403,6 +415,33 @@ class Runner:
             self.writer.input_done(index, "dead", attempts, None)
             if index not in self.previously_dead:
                 self.counts["dead"] += 1
+
+    # deferred inputs ---------------------------------------------------------------------------
+    def _defer(self, index: int, tries: int, attempt: int, dispatcher: Dispatcher) -> None:
+        """The input waits on `dispatcher`; it runs again with the same attempt number."""
+        assert self._queue is not None
+        self.writer.input_done(index, "waiting", attempt, None)
+        self._attempts[index] = tries - 1
+        self.waiting.add(index)
+        self._queue.hold()
+        dispatcher.defer(index, attempt)
+        if id(dispatcher) not in self._dispatchers:
+            loop = asyncio.get_running_loop()
+            self._dispatchers[id(dispatcher)] = loop.create_task(self._listen(dispatcher))
+
+    async def _listen(self, dispatcher: Dispatcher) -> None:
+        """Send the inputs the dispatcher says are ready back to the queue."""
+        assert self._queue is not None
+        try:
+            while True:
+                for index in await dispatcher.wait_ready():
+                    if index in self.waiting:
+                        self.waiting.discard(index)
+                        self._queue.come_back(index)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken dispatcher: its inputs would wait forever
+            self._stop("failed", f"dispatcher {type(dispatcher).__name__} failed: {exc!r}")
 
     def _save_state(self) -> None:
         if self.state.version != self._state_version:

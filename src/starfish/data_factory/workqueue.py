@@ -23,6 +23,7 @@ class WorkQueue:
         self._ready: deque[int] = deque()
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._busy = 0
+        self._held = 0  # inputs waiting on a dispatcher (deferred.py): the work is not over
         self._exhausted = False  # the pending iterator gave its last index
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
@@ -49,7 +50,7 @@ class WorkQueue:
     def finished(self) -> bool:
         if self._closed:
             return True
-        return self._exhausted and not (self._busy or self._timers or self._ready)
+        return self._exhausted and not (self._busy or self._timers or self._ready or self._held)
 
     async def wait(self) -> None:
         """Until work may have appeared or the queue finished; at once if it has finished,
@@ -61,6 +62,17 @@ class WorkQueue:
         if waiter is None or waiter.done():
             waiter = self._waiter = self._loop.create_future()
         await waiter
+
+    def hold(self) -> None:
+        """One more input waits outside the queue (deferred) and will come back."""
+        self._held += 1
+
+    def come_back(self, index: int) -> None:
+        """A held input is ready to run again."""
+        self._held -= 1
+        if not self._closed:
+            self._ready.append(index)
+        self._wake()
 
     def retry_later(self, index: int, delay: float) -> None:
         self._timers[index] = self._loop.call_later(delay, self._retry_ready, index)

@@ -15,12 +15,13 @@ import hashlib
 import json
 import math
 import os
-import random
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from starfish._backoff import backoff
+from starfish._numbers import is_int, is_number, is_positive
 from starfish.llm.errors import (
     LLMAuthError,
     LLMConfigError,
@@ -128,7 +129,7 @@ def _is_quota(data: Any) -> bool:
 def _tokens(usage: Any, name: str) -> int | None:
     """A usage count the server gave, or None when it gave none or nonsense (never negative)."""
     value = usage.get(name) if isinstance(usage, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return None
     if not math.isfinite(value) or value < 0:
         return None
@@ -165,12 +166,10 @@ class StructuredLLM:
         from starfish.llm.schema import OutputSchema
 
         for name, value in (("rpm", rpm), ("tpm", tpm), ("max_in_flight", max_in_flight)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-            ):
+            if value is not None and not is_positive(value):
                 raise LLMConfigError(f"{name} must be a positive number or None, not {value!r}")
         for name, value in (("reasks", reasks), ("max_retries", max_retries)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise LLMConfigError(f"{name} must be an int >= 0, not {value!r}")
         if price is not None and (
             not isinstance(price, (tuple, list))
@@ -656,8 +655,7 @@ class StructuredLLM:
                 retry_after=RETRY_MAX_DELAY,
             )
         await self._count(call, {**counts, "retries": 1})
-        delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (failures - 1))
-        await asyncio.sleep(delay * (0.5 + random.random()))
+        await asyncio.sleep(backoff(failures, RETRY_BASE_DELAY, RETRY_MAX_DELAY))
 
     def _check_reachable(self) -> None:
         known = self._endpoint.unreachable()

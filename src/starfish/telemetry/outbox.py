@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+from starfish._locks import record_unlock, try_lock, try_record_lock, unlock
 
 __all__ = [
     "DELIVERY_LOCK",
@@ -54,59 +55,11 @@ MAX_LOG = 1000
 COMPACT_BYTES = 2 * 1024 * 1024
 
 
-# The lock modules are imported where used, not at import time: keep `import starfish` fast.
-def _try_lock(fd: int) -> bool:
-    if sys.platform == "win32":
-        import msvcrt
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-    import fcntl
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def _unlock(fd: int) -> None:
-    if sys.platform == "win32":
-        import msvcrt
-
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        return
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-# The file lock is a POSIX record lock (`os.lockf`, no import on the caller's thread, unlike
+# The file lock is a POSIX record lock (`lockf`: no import on the caller's thread, unlike
 # fcntl's 0.3 ms). Record locks belong to a process, not to an open file, and closing any open
 # file of the lock file drops them, so every holder in this process first takes this mutex.
 # The delivery lock is a `flock` instead: it must pass to the child that is started with it.
 _process_mutex = threading.Lock()
-
-
-def _try_file_lock(fd: int) -> bool:
-    if not hasattr(os, "lockf"):  # Windows
-        return _try_lock(fd)
-    try:
-        os.lockf(fd, os.F_TLOCK, 0)
-        return True
-    except OSError:
-        return False
-
-
-def _file_unlock(fd: int) -> None:
-    if hasattr(os, "lockf"):
-        os.lockf(fd, os.F_ULOCK, 0)
-    else:
-        _unlock(fd)
 
 
 def after_fork_in_child() -> None:
@@ -135,7 +88,7 @@ def locked(path: Path, timeout: float) -> Iterator[bool]:
             yield acquired
         finally:
             if acquired:
-                _file_unlock(fd)
+                record_unlock(fd)
             os.close(fd)
     finally:
         mutex.release()
@@ -193,12 +146,12 @@ def read_outbox(directory: Path) -> list[dict[str, Any]]:
 
 def _lock_within(fd: int, timeout: float) -> bool:
     """The file lock on `fd` within `timeout` (the caller holds the process mutex)."""
-    if _try_file_lock(fd):
+    if try_record_lock(fd):
         return True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.001)
-        if _try_file_lock(fd):
+        if try_record_lock(fd):
             return True
     return False
 
@@ -239,7 +192,7 @@ class OutboxWriter:
             try:
                 self._append_locked(line)
             finally:
-                _file_unlock(self._lock_fd)
+                record_unlock(self._lock_fd)
             return True
         except OSError:
             self.forget()
@@ -290,7 +243,7 @@ def try_delivery_lock(directory: Path) -> int | None:
     except OSError:
         return None
     try:
-        if _try_lock(fd):
+        if try_lock(fd):
             return fd
     except OSError:
         pass
@@ -300,7 +253,7 @@ def try_delivery_lock(directory: Path) -> int | None:
 
 def release_delivery_lock(fd: int) -> None:
     with suppress(OSError):
-        _unlock(fd)
+        unlock(fd)
     os.close(fd)
 
 

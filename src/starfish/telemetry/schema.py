@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeGuard
 
+from starfish._numbers import is_int
+
 __all__ = [
     "CONFIG_FIELDS",
     "CONTEXT_FIELDS",
@@ -137,21 +139,17 @@ def error_type_counts(errors: Iterable[BaseException | type[BaseException]]) -> 
 # (an exact int, str or dict) first and falls back to the general rule.
 
 
-def _is_int(value: object) -> bool:
-    return type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
-
-
 def _is_mapping(value: object) -> TypeGuard[Mapping[Any, Any]]:
     return type(value) is dict or isinstance(value, Mapping)
 
 
 def _count(value: object) -> int | None:
-    return value if _is_int(value) and value >= 0 else None  # type: ignore[operator,return-value]
+    return value if is_int(value) and value >= 0 else None
 
 
 def _number(value: object) -> int | float | None:
-    if _is_int(value):
-        return value  # type: ignore[return-value]
+    if is_int(value):
+        return value
     if isinstance(value, float) and math.isfinite(value):
         return value
     return None

@@ -3,13 +3,13 @@
 Per input only its outcome is stored (`completed` with its records, or `dead`), plus one row
 per attempt that did not complete (`failed`, `filtered`, `duplicate`). The inputs passed to
 `run()` are stored once per job as a blob (see `call_spec.py`); the rows of an input file, one
-row per input (see `_input_rows.py`).
+row per input (see `sqlite/input_rows.py`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -135,6 +135,29 @@ class Storage(ABC):
     @abstractmethod
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every job row, newest first."""
+
+    def keep_llm_counts(self, job_id: str, counts: dict[str, Any]) -> None:
+        """Keep a finished job's model-layer counts where the model layer keeps none itself
+        (in-memory jobs); local storage has them in its database already."""
+        return None
+
+    def llm_counts(self, job_id: str) -> dict[str, Any] | None:
+        """What `keep_llm_counts` kept."""
+        return None
+
+    def job_overviews(self, job_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """What `starfish jobs list` shows: every job row (or those of `job_ids`), newest
+        first, each with its `dead_queue` and, when its stored counts are not final (status
+        `running`, or none stored), `live_counts`: (counts, failures by type) from its rows."""
+        if job_ids is None:
+            rows = self.list_jobs()
+        else:
+            rows = [row for j in job_ids if (row := self.get_job(j)) is not None]
+        for row in rows:
+            row["dead_queue"] = self.dead_queue(row["job_id"])
+            if row["status"] == "running" or row.get("counts") is None:
+                row["live_counts"] = self.live_counts(row["job_id"])
+        return rows
 
     @abstractmethod
     def load_spec(self, job_id: str) -> Any: ...

@@ -4,8 +4,9 @@ after it, and the OS drops the lock when that process ends in any way, kill -9 i
 So a stored status of `running` whose lock nobody holds is a job that was killed mid-run
 (`abandoned`, resumable), and a resume of a job whose lock is held is refused instead of
 running its inputs a second time. `flock` locks belong to an open file, not to a process, so
-a second open in the same process conflicts too. Where `fcntl` does not exist (Windows) there
-is no lease: a resume is never refused, and a stored `running` job is taken to be live.
+a second open in the same process conflicts too (`starfish._locks`). Where locks do not belong
+to the open file (Windows) there is no lease: a resume is never refused, and a stored
+`running` job is taken to be live.
 """
 
 from __future__ import annotations
@@ -15,12 +16,9 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["Lease", "acquire", "holder"]
+from starfish._locks import OPEN_FILE_LOCKS, try_lock, unlock
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+__all__ = ["Lease", "acquire", "holder"]
 
 WAIT = 0.5
 """Seconds to keep trying a lock: a probe holds it for microseconds, and a finishing job holds
@@ -47,15 +45,13 @@ class Lease:
 
 def acquire(path: Path) -> Lease | None:
     """The job's lock, or None when another open file (another process) holds it."""
-    if fcntl is None:
+    if not OPEN_FILE_LOCKS:
         return Lease(None, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + WAIT
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not try_lock(fd):
             os.close(fd)
             if time.monotonic() > deadline:
                 return None
@@ -75,21 +71,19 @@ def acquire(path: Path) -> Lease | None:
 
 def holder(path: Path) -> int | None:
     """The pid of the process holding the lock (0 if unknown), or None when nobody holds it."""
-    if fcntl is None:
+    if not OPEN_FILE_LOCKS:
         return 0  # cannot tell: say live, as a stored `running` status does
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+        if try_lock(fd, shared=True):
+            unlock(fd)
+            return None
         try:
             return int(os.read(fd, 32).split()[0])
         except (ValueError, IndexError, OSError):
             return 0  # held, by a process that has not written its pid yet
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
     finally:
         os.close(fd)

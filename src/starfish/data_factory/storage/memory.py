@@ -102,7 +102,7 @@ class MemoryStorage(Storage):
                 if outcome[0] == "completed":
                     completed[i] = 1
                     empty += not outcome[2]
-                else:
+                elif outcome[0] == "dead":
                     dead.add(i)
         counts, errors = self.live_counts(job_id)
         failed = {k: counts[k] for k in ("failed", "filtered", "duplicate")}
@@ -121,7 +121,7 @@ class MemoryStorage(Storage):
         counts = dict.fromkeys(COUNT_KEYS, 0)
         for outcome in job.outcomes:
             if outcome is not None:
-                counts[outcome[0]] += 1
+                counts[outcome[0]] = counts.get(outcome[0], 0) + 1  # `waiting` too
         errors: dict[str, int] = {}
         for _, _, status, error_type, _ in job.attempts:
             counts[status] += 1
@@ -134,6 +134,13 @@ class MemoryStorage(Storage):
 
     def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
         self._job(job_id).meta.update(fields)
+
+    def keep_llm_counts(self, job_id: str, counts: dict[str, Any]) -> None:
+        self._job(job_id).meta["llm"] = dict(counts)
+
+    def llm_counts(self, job_id: str) -> dict[str, Any] | None:
+        counts = self._job(job_id).meta.get("llm")
+        return dict(counts) if counts else None
 
     def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict[str, Any]]:
         check_filter(filter)

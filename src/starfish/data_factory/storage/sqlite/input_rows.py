@@ -12,30 +12,28 @@ otherwise (Parquet: dates, decimals, bytes) pickled; the column's type says whic
 
 from __future__ import annotations
 
-import json
 import pickle
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from starfish.data_factory.storage.sqlite.codec import dumps, scan
+from starfish.data_factory.storage.sqlite.connection import (
+    LOW,
+    SCHEMA,
+    SHIFT,
+    connect,
+    job_rowid,
+    key_range,
+    transaction,
+)
 from starfish.errors import InputError
 
-SCHEMA = "CREATE TABLE IF NOT EXISTS input_rows (key INTEGER PRIMARY KEY, data BLOB NOT NULL);"
+__all__ = ["CHUNK", "StoredRows", "delete_rows", "store_rows"]
 
 CHUNK = 4096
 """Rows per insert transaction, and per window read back."""
-_SHIFT = 32
-_LOW = (1 << _SHIFT) - 1
-# Set by `JSONDecoder.__init__` but absent from typeshed's stubs.
-_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def _job(conn: sqlite3.Connection, job_id: str) -> int:
-    row = conn.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    if row is None:
-        raise KeyError(job_id)
-    return int(row[0])
 
 
 def store_rows(
@@ -47,19 +45,16 @@ def store_rows(
 
     On any error the rows stored so far stay: the caller deletes the job.
     """
-    from starfish.data_factory._json import dumps
-    from starfish.data_factory.storage.sqlite import connect
-
     encode = dumps if as_json else _pickle
     conn = connect(path)
     try:
         conn.executescript(SCHEMA)
-        base = _job(conn, job_id) << _SHIFT
+        base = job_rowid(conn, job_id) << SHIFT
         chunk: list[tuple[int, Any]] = []
         count = 0
         for row, text in rows:
-            if count > _LOW:
-                raise InputError(f"more than {_LOW + 1:,} rows: split the file into jobs.")
+            if count > LOW:
+                raise InputError(f"more than {LOW + 1:,} rows: split the file into jobs.")
             chunk.append((base | count, encode(row) if text is None else text))
             count += 1
             if len(chunk) >= CHUNK:
@@ -82,13 +77,8 @@ def _pickle(row: dict[str, Any]) -> bytes:
 
 
 def _insert(conn: sqlite3.Connection, chunk: list[tuple[int, Any]]) -> None:
-    conn.execute("BEGIN")
-    try:
+    with transaction(conn):
         conn.executemany("INSERT INTO input_rows (key, data) VALUES (?, ?)", chunk)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 class StoredRows:
@@ -128,7 +118,7 @@ class StoredRows:
             data = self._previous.get(index)
             if data is None:
                 data = self._fetch(index)
-        row: dict[str, Any] = _scan(data, 0)[0] if type(data) is str else pickle.loads(data)
+        row: dict[str, Any] = scan(data, 0)[0] if type(data) is str else pickle.loads(data)
         if not self.scalars:
             return row
         kw = self.scalars.copy()
@@ -142,7 +132,7 @@ class StoredRows:
         conn = sqlite3.connect(str(self.path))
         try:
             if self._base is None:
-                self._base = _job(conn, self.job_id) << _SHIFT
+                self._base = job_rowid(conn, self.job_id) << SHIFT
             base = self._base
             if index < self._start:  # a retry from far behind: leave the windows alone
                 row = conn.execute(
@@ -159,7 +149,7 @@ class StoredRows:
         finally:
             conn.close()
         self._previous = self._window
-        self._window = {key & _LOW: data for key, data in rows}
+        self._window = {key & LOW: data for key, data in rows}
         self._start = index
         data = self._window.get(index)
         if data is None:
@@ -169,5 +159,4 @@ class StoredRows:
 
 def delete_rows(conn: sqlite3.Connection, jid: int) -> None:
     """Inside the caller's transaction: the stored input rows of job `jid`."""
-    lo = jid << _SHIFT
-    conn.execute("DELETE FROM input_rows WHERE key BETWEEN ? AND ?", (lo, lo | _LOW))
+    conn.execute("DELETE FROM input_rows WHERE key BETWEEN ? AND ?", key_range(jid))
