@@ -1,12 +1,13 @@
 """A compact MinHash LSH index: the near-duplicate test of `Dedupe` over 100,000s of records.
 
-datasketch's `MinHashLSH` keeps a `MinHash` object per record and, per band, a dict from a
-bytes key to a set of record keys: about 2.5 kB a record. Here a record costs its signature
-(128 uint32 values, 512 bytes, in fixed blocks that are never copied as they grow) and one
-uint32 key and one uint32 row id per band in a single open-addressing table (about 8 x 16 x 2
-bytes at the table's load), under 800 bytes a record. The bands are datasketch's choice for
-the same threshold and weights; a band key is a 32-bit hash of the band's values, so a rare
-collision only adds a candidate, which is verified by its estimated Jaccard similarity anyway.
+A `MinHash` object per record in datasketch's `MinHashLSH` (a dict per band from a bytes key
+to a set of record keys) came to about 7 kB a record (3.5 kB for `MinHashLSH` alone, measured
+in bench/bench_quality.py). Here a record costs its signature (128 uint32 values, 512 bytes,
+in fixed blocks that are never copied as they grow) and, per band, one uint32 key and one
+uint32 row number in a single open-addressing table kept between a quarter and half full
+(256 to 512 bytes at 16 bands): about 1 kB. The bands are datasketch's choice for the same
+threshold and weights; a band key is a 32-bit hash of the band's values, so a rare collision
+only adds a candidate, which is verified by its estimated Jaccard similarity anyway.
 """
 
 from __future__ import annotations
