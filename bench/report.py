@@ -1,9 +1,10 @@
 """The report: the results table, the machine it ran on, the chart and docs/benchmarks.md.
 
-The doc is rewritten on every writing run except three blocks kept as they are: the analysis
+The doc is rewritten on every writing run except four blocks kept as they are: the analysis
 (between the `analysis` markers, written by hand), the model layer's figures (between the
-`llm` markers, written by bench/bench_llm.py) and the real model server's (between the
-`real-model` markers, written by bench/bench_real_model.py).
+`llm` markers, written by bench/bench_llm.py), the real model server's (between the
+`real-model` markers, written by bench/bench_real_model.py) and the quality layer's (between
+the `quality` markers, from bench/bench_quality.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ LLM_START = "<!-- llm:start -->"
 LLM_END = "<!-- llm:end -->"
 REAL_START = "<!-- real-model:start -->"
 REAL_END = "<!-- real-model:end -->"
+QUALITY_START = "<!-- quality:start -->"
+QUALITY_END = "<!-- quality:end -->"
 
 
 def render_table(rows: list[Row], peer: bool) -> str:
@@ -117,6 +120,7 @@ def write_doc(
     )
     llm = _kept(text, LLM_START, LLM_END)
     real = _kept(text, REAL_START, REAL_END)
+    quality = _kept(text, QUALITY_START, QUALITY_END)
     ours_v = (bench.samples.get("import", {}).get("ours") or [{}])[0].get("version", "?")
     peer_v = (bench.samples.get("import", {}).get("peer") or [{}])[0].get("version", "?")
     misses = [r for r in rows if r.passed is False]
@@ -164,6 +168,8 @@ def write_doc(
         lines += ["## The model layer (bench/bench_llm.py)", "", llm, ""]
     if real:
         lines += ["## A real model server (bench/bench_real_model.py)", "", real, ""]
+    if quality:
+        lines += [quality, ""]
     lines += ["## Analysis", "", analysis, "", "## Running it", ""]
     lines += [
         "`make bench` installs the `bench` extra (matplotlib) and runs `bench/run.py`, which",

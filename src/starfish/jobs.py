@@ -251,7 +251,8 @@ def count_records(job_id: str) -> int:
 
 
 def delete_job(job_id: str) -> None:
-    """Delete a job, its inputs and its records; `ResumeError` while a process runs it."""
+    """Delete a job, its inputs, its records and what other layers stored about it
+    (`JOB_DELETED`); `ResumeError` while a process runs it."""
     from starfish.errors import ResumeError
 
     storage, full_id = locate_job(job_id)
@@ -260,6 +261,13 @@ def delete_job(job_id: str) -> None:
             f"job {full_id} is running now: stop it (Ctrl-C) or wait for it to end, then delete it."
         )
     storage.delete_job(full_id)
+    # The rows other layers keep about the job go too. The quality layer registers its
+    # deleter when imported; a `starfish jobs delete` process has not imported it yet.
+    import starfish.quality  # noqa: F401
+    from starfish.data_factory.context import JOB_DELETED
+
+    for forget in JOB_DELETED:
+        forget(getattr(storage, "path", None), full_id)
 
 
 def latest(name: str | None = None) -> JobInfo:

@@ -158,3 +158,38 @@ def test_the_line_keeps_its_order_at_any_width_and_cuts_the_name_first() -> None
     assert "█" in line  # the bar outlives the name's tail
     narrow = format_line(parts, 50)  # no bar, no name: the numbers stay
     assert len(narrow) < 50 and narrow.startswith("8639/20000 812/s ETA 0:14 3 failed"), narrow
+
+
+def test_a_job_that_drops_records_shows_the_kept_and_duplicate_counts() -> None:
+    from starfish.data_factory.progress import LineParts, format_line
+
+    parts = LineParts(
+        name="qa",
+        done=1200,
+        total=2000,
+        elapsed=1.5,
+        rate=812.3,
+        failed=3,
+        requests=1510,
+        duplicate=300,
+        filtered=12,
+        kept=1188,
+    )
+    order = [
+        "1200/2000",
+        "812/s",
+        "ETA 0:01",
+        "3 failed",
+        "1188 kept, 300 duplicate",
+        "1510 requests",
+    ]
+    for width in (80, 100, 120):
+        line = format_line(parts, width)
+        assert len(line) < width
+        positions = [line.index(part) for part in order]
+        assert positions == sorted(positions), line
+    assert "12 filtered" in format_line(parts, 200)  # filtered: only when there is room
+    narrow = format_line(parts, 60)
+    assert len(narrow) < 60 and "3 failed 1188 kept 300 dup" in narrow, narrow
+    plain = format_line(LineParts(name="qa", done=5, total=9, elapsed=1, rate=5, failed=0), 80)
+    assert "kept" not in plain  # nothing dropped: done is the kept count

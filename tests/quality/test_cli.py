@@ -64,3 +64,38 @@ def test_cli_argument_errors_exit_2(tmp_path):
     assert bad_near.returncode == 2 and "--near 1.5" in bad_near.stderr
     alone = starfish(*base, "--min-score", "3", cwd=tmp_path)
     assert alone.returncode == 2 and "--min-score needs --judge" in alone.stderr
+
+
+def test_jobs_delete_removes_the_quality_rows_too(tmp_path):
+    import sqlite3
+
+    from starfish import data_factory
+    from starfish.data_factory.storage import locate_job
+    from starfish.quality import Dedupe
+
+    @data_factory(
+        on_record_complete=[Dedupe("text")],
+        show_progress=False,
+        max_concurrency=1,
+        dead_queue_threshold=1,
+    )
+    async def gen(text):
+        return {"text": text}
+
+    gen.run(text=["a", "b", "A!", "c"])
+    db = locate_job(gen.job_id)[0].path
+
+    def rows():
+        with sqlite3.connect(db) as conn:
+            return [
+                conn.execute(
+                    f"SELECT count(*) FROM {t} WHERE job_id = ?", (gen.job_id,)
+                ).fetchone()[0]
+                for t in ("quality_index", "quality")
+            ]
+
+    assert rows() == [3, 1]  # three kept inputs indexed, one duplicate's finding
+    # A new process, as from the shell: nothing there has imported starfish.quality.
+    done = starfish("jobs", "delete", gen.job_id, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert rows() == [0, 0]

@@ -93,8 +93,11 @@ def test_against_an_earlier_job_treats_its_kept_records_as_seen():
 def test_two_identical_records_completing_at_once_keep_exactly_one():
     gate = asyncio.Event()
 
+    async def judged(records, state):  # a later hook that waits, as a Judge waits on its model
+        await asyncio.sleep(0.01)
+
     @data_factory(
-        on_record_complete=[Dedupe("text")],
+        on_record_complete=[Dedupe("text"), judged],
         show_progress=False,
         max_concurrency=20,
         dead_queue_threshold=1,
@@ -149,11 +152,13 @@ def test_a_plain_export_is_unchanged_and_with_quality_adds_columns(tmp_path):
     plain, rich = tmp_path / "plain.jsonl", tmp_path / "rich.jsonl"
     gen.export(plain)
     gen.export(rich, with_quality=True)
-    assert plain.read_text().splitlines() == ['{"text":"a"}', '{"text":"b"}'] or (
-        [r for r in iter_records(gen.job_id)] == [{"text": "a"}, {"text": "b"}]
-    )
     import json
 
+    assert (
+        [json.loads(line) for line in plain.read_text().splitlines()]
+        == list(iter_records(gen.job_id))
+        == [{"text": "a"}, {"text": "b"}]
+    )
     rows = [json.loads(line) for line in rich.read_text().splitlines()]
     assert [r["text"] for r in rows] == ["a", "b"]
     assert "quality.duplicate" in rows[0] and rows[0]["quality.duplicate"] is None

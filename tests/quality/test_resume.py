@@ -11,7 +11,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from starfish.data_factory.storage import locate_job
 from starfish.jobs import iter_records, latest, load_job
+from starfish.quality.store import store_for
 
 JOB = textwrap.dedent(
     """
@@ -47,6 +49,9 @@ def test_resume_after_kill_9_keeps_the_dedupe_index(tmp_path: Path) -> None:
     job_id = latest("gen").job_id
     before = load_job(job_id).counts
     assert before["completed"] == 40 and before["duplicate"] == 20  # inputs 40..59
+    # the index is stored, one row per kept input (not recomputed from the records on resume)
+    stored = store_for(locate_job(job_id)[0].path).index_rows(job_id, "dedupe(text)")
+    assert len(list(stored)) == 40
     env.pop("HANG")
     done = subprocess.run(
         [sys.executable, "-m", "starfish", "jobs", "resume", job_id, "--no-progress"],

@@ -48,6 +48,13 @@ RECORD_ANNOTATIONS: list[Annotated] = []
 `starfish.quality` when it is imported: `export(..., with_quality=True)`."""
 
 
+JobDeleted = Callable[["Path | None", str], None]
+JOB_DELETED: list[JobDeleted] = []
+"""Deleters of what another layer stored about a job in its database (`starfish.quality`'s
+findings and index), registered by that layer when it is imported: `jobs.delete_job` calls
+each with the database path (None: in memory) and the job id."""
+
+
 def load_counts_before(job: JobContext) -> None:
     if job.db_path is None:
         return

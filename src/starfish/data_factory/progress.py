@@ -2,10 +2,13 @@
 
 On a terminal the line fits the terminal's width and keeps, in this order, what a user needs
 to decide whether to wait: done/total, the rate, the ETA, the failures, and the model's
-requests and cost when the job made any. To fit, the job name is truncated first, then the
-bar shrinks, then `elapsed` goes, then the bar, then the name. At 80 columns:
+requests and cost when the job made any. A job whose hooks drop records (starfish.quality's
+`Dedupe` and `Judge`) also keeps, after the failures, how many inputs were kept and how many
+attempts were duplicates. To fit, the job name is truncated first, then the bar shrinks, then
+`elapsed` goes, then the bar, then the name. At 80 columns:
 
     qa_pairs ██████░░░░ 1200/2000 812/s ETA 0:01 3 failed 1203 requests $0.0024
+    qa 1200/2000 812/s ETA 0:01 3 failed 1188 kept, 300 duplicate 1510 requests
 
 A status message from the model layer (say `waiting for http://127.0.0.1:18082/v1 (no answer
 for 10 s)`) goes on a second line under it while it is set: the job's `notice`
@@ -75,6 +78,7 @@ class LineParts:
     cost_usd: float | None = None
     filtered: int = 0  # shown when there is room, dropped first
     duplicate: int = 0
+    kept: int | None = None  # inputs completed (kept by the hooks); None: the same as done
 
     @property
     def eta(self) -> float | None:
@@ -90,11 +94,7 @@ def format_line(parts: LineParts, width: int) -> str:
     last column would wrap on some terminals)."""
     room = max(width - 1, 1)
     stats = _stats(parts, short=False)
-    extras = [
-        f"{n} {what}"
-        for n, what in ((parts.filtered, "filtered"), (parts.duplicate, "duplicate"))
-        if n
-    ]
+    extras = [f"{parts.filtered} filtered"] if parts.filtered else []
     name = parts.name
     # (bar width, with elapsed, with extras, shortest name): the first that fits wins
     for bar_width, with_elapsed, with_extras, name_min in (
@@ -132,6 +132,13 @@ def _stats(parts: LineParts, short: bool) -> list[str]:
         f"ETA {_clock(eta) if eta is not None else '?'}",
         f"{parts.failed} failed" + (f", {parts.dead} dead" if parts.dead else ""),
     ]
+    if parts.duplicate or parts.filtered:  # records dropped: the kept count differs from done
+        kept = parts.done if parts.kept is None else parts.kept
+        stats.append(
+            f"{kept} kept {parts.duplicate} dup"
+            if short
+            else f"{kept} kept, {parts.duplicate} duplicate"
+        )
     if parts.requests:
         calls = f"{parts.requests} {'req' if short else 'requests'}"
         stats.append(calls if parts.cost_usd is None else f"{calls} {_money(parts.cost_usd)}")
@@ -264,6 +271,7 @@ class ProgressReporter:
             cost_usd=llm.get("cost_usd"),
             filtered=counts["filtered"],
             duplicate=counts["duplicate"],
+            kept=counts["completed"],
         )
 
     def notice(self) -> str | None:

@@ -85,18 +85,13 @@ def _permutations() -> Any:
     return MinHash(num_perm=NUM_PERM).permutations
 
 
-def minhash(normalized: str, hashvalues: Any = None) -> Any:
-    """The datasketch MinHash of the text's shingles (or rebuilt from stored `hashvalues`);
-    the permutations are made once, not per record."""
+def minhash(normalized: str) -> Any:
+    """The MinHash signature of the text's shingles: datasketch's `MinHash` values as a
+    uint32 array (the object is not kept: an index holds the values alone); the permutations
+    are made once, not per record."""
+    import numpy as np
     from datasketch import MinHash
 
-    if hashvalues is not None:
-        return MinHash(
-            num_perm=NUM_PERM,
-            hashvalues=hashvalues,
-            permutations=_permutations(),
-            scheme="affine32",
-        )
     m = MinHash(num_perm=NUM_PERM, permutations=_permutations(), scheme="affine32")
     m.update_batch(list(shingles(normalized)))
-    return m
+    return np.asarray(m.hashvalues, dtype=np.uint32)

@@ -1,8 +1,9 @@
 """`Dedupe`: an `on_record_complete` hook that marks a record `duplicate` when it repeats one
 already kept in this job (exactly, nearly, or in meaning), while the job runs.
 
-Per job run the hook holds an index of the kept records: a dict of exact digests, a datasketch
-`MinHashLSH` over word shingles (`near=`), a matrix of unit embedding vectors (`semantic=`).
+Per job run the hook holds an index of the kept records: a dict of exact digests, a compact
+MinHash LSH index of word-shingle signatures (`near=`, `_lsh.py`), a matrix of unit embedding
+vectors (`semantic=`).
 It is rebuilt from the job database when a run starts (a resume, another process), so what was
 kept before a kill -9 is still seen. A record being checked *reserves* its keys until the
 runner says what came of it (`settle`): a second identical record completing meanwhile waits
@@ -28,7 +29,9 @@ __all__ = ["Dedupe"]
 
 logger = logging.getLogger("starfish")
 LSH_WEIGHTS = (0.05, 0.95)
-"""datasketch's weights of false positives and false negatives when it picks the bands."""
+"""Weights of false positives and false negatives when the bands are picked: recall first (a
+candidate is verified by its estimated Jaccard anyway). At near=0.8, 16 bands of 8 find a pair
+at 0.8 with p=0.95, at 0.9 with p=0.9999."""
 _KEEP_RUNS = 8
 """Job runs whose index one Dedupe keeps in memory (the newest): one per job run at once."""
 
@@ -38,7 +41,7 @@ class _Keys:
     """What one record is compared by."""
 
     digest: bytes
-    minhash: Any = None  # datasketch MinHash (near=)
+    minhash: Any = None  # MinHash signature, NUM_PERM uint32 values (near=)
     vector: Any = None  # unit numpy vector (semantic=)
 
 
@@ -61,21 +64,17 @@ class _Index:
     near: float | None
     threshold: float | None
     exact: dict[bytes, Any] = field(default_factory=dict)
-    lsh: Any = None
-    sigs: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # lsh key -> (minhash, ref)
+    lsh: Any = None  # _lsh.SignatureIndex (near=)
+    near_refs: list[Any] = field(default_factory=list)  # per signature row: whose it is
     vectors: Any = None  # (capacity, d) float32, first `rows` used
     vector_refs: list[Any] = field(default_factory=list)
     pending: dict[int, _Reservation] = field(default_factory=dict)
-    _next: int = 0
 
     def __post_init__(self) -> None:
         if self.near is not None:
-            from datasketch import MinHashLSH
+            from starfish.quality._lsh import SignatureIndex  # numpy: when first needed
 
-            # Bands tuned for recall (a candidate is verified by its estimated Jaccard
-            # anyway): at near=0.8, 16 bands of 8 find a pair at 0.8 with p=0.95, at 0.9
-            # with p=0.9999.
-            self.lsh = MinHashLSH(threshold=self.near, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+            self.lsh = SignatureIndex(self.near, NUM_PERM, LSH_WEIGHTS)
 
     def find(self, keys: _Keys) -> _Hit | None:
         """The kept record `keys` repeats, the most telling test first."""
@@ -83,14 +82,9 @@ class _Index:
         if ref is not None:
             return _Hit("exact", 1.0, ref)
         if keys.minhash is not None and self.lsh is not None:
-            best: tuple[float, Any] | None = None
-            for key in self.lsh.query(keys.minhash):
-                other, ref = self.sigs[key]
-                sim = float(keys.minhash.jaccard(other))
-                if sim >= (self.near or 1.0) and (best is None or sim > best[0]):
-                    best = (sim, ref)
-            if best is not None:
-                return _Hit("near", best[0], best[1])
+            found = self.lsh.query(keys.minhash)
+            if found is not None:
+                return _Hit("near", found[0], self.near_refs[found[1]])
         if keys.vector is not None and self.vector_refs:
             sims = self.vectors[: len(self.vector_refs)] @ keys.vector
             i = int(sims.argmax())
@@ -112,11 +106,8 @@ class _Index:
             self.exact[keys.digest] = ref
             added.append(("exact", keys.digest))
         if keys.minhash is not None and self.lsh is not None:
-            key = self._next
-            self._next += 1
-            self.lsh.insert(key, keys.minhash, check_duplication=False)
-            self.sigs[key] = (keys.minhash, ref)
-            added.append(("near", key))
+            added.append(("near", self.lsh.add(keys.minhash)))
+            self.near_refs.append(ref)
         if keys.vector is not None:
             added.append(("semantic", len(self.vector_refs)))
             self._add_vector(keys.vector, ref)
@@ -127,9 +118,9 @@ class _Index:
         for kind, key in added:
             if kind == "exact":
                 self.exact.pop(key, None)
-            elif kind == "near":
+            elif kind == "near" and self.lsh is not None:
                 self.lsh.remove(key)
-                self.sigs.pop(key, None)
+                self.near_refs[key] = None
             else:
                 self.vectors[key] = 0.0  # a zero vector matches nothing
 
@@ -147,13 +138,15 @@ class _Index:
 
 
 def _same(a: _Keys, b: _Keys, near: float | None, threshold: float | None) -> bool:
+    from starfish.quality._lsh import jaccard
+
     if a.digest == b.digest:
         return True
     if (
         near is not None
         and a.minhash is not None
         and b.minhash is not None
-        and a.minhash.jaccard(b.minhash) >= near
+        and jaccard(a.minhash, b.minhash) >= near
     ):
         return True
     if threshold is not None and a.vector is not None and b.vector is not None:
@@ -319,13 +312,15 @@ class Dedupe:
             raise OptionsError(f"{self!r}: against job {job_id!r}: {exc}") from None
         completed = set(storage.indices(full_id, "completed"))
         path = getattr(storage, "path", None)
-        rows = {row[0]: row for row in store_for(path).index_rows(full_id, self.name)}
-        missing = completed - rows.keys()
-        for idx, row in rows.items():
+        indexed: set[int] = set()
+        for row in store_for(path).index_rows(full_id, self.name):  # streamed, a page at a time
+            idx = row[0]
+            indexed.add(idx)
             if idx in completed:
                 ref = idx if against is None else {"job": full_id, "index": idx}
                 for k in _unrow(row):
                     index.add(k, ref)
+        missing = completed - indexed
         if not missing:
             return
         if self.semantic is not None:
@@ -350,7 +345,7 @@ def _row(idx: int, keys: list[_Keys]) -> IndexRow:
     exact = b"".join(k.digest for k in keys)
     sigs = vecs = None
     if keys and keys[0].minhash is not None:
-        sigs = b"".join(np.asarray(k.minhash.hashvalues, dtype=np.uint32).tobytes() for k in keys)
+        sigs = b"".join(np.asarray(k.minhash, dtype=np.uint32).tobytes() for k in keys)
     if keys and keys[0].vector is not None:
         vecs = b"".join(np.asarray(k.vector, dtype=np.float32).tobytes() for k in keys)
     return (idx, len(keys), exact, sigs, vecs)
@@ -364,7 +359,7 @@ def _unrow(row: IndexRow) -> list[_Keys]:
     if sigs:
         values = np.frombuffer(sigs, dtype=np.uint32).reshape(n, NUM_PERM)
         for k, hv in zip(keys, values, strict=True):
-            k.minhash = minhash("", hv.copy())
+            k.minhash = hv
     if vecs:
         matrix = np.frombuffer(vecs, dtype=np.float32).reshape(n, -1)
         for k, vec in zip(keys, matrix, strict=True):

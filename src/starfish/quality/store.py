@@ -113,19 +113,29 @@ class QualityStore:
                 raise
 
     # reading ---------------------------------------------------------------------------------
-    def index_rows(self, job_id: str, hook: str) -> Iterator[IndexRow]:
-        with self._lock:
-            if self._conn is None:
+    def index_rows(self, job_id: str, hook: str, page: int = 2048) -> Iterator[IndexRow]:
+        """The index rows in input order, read a page at a time: restoring a large index
+        never holds every stored row at once (nor the lock between pages)."""
+        if self._conn is None:
+            with self._lock:
                 rows: list[Any] = [
                     row for (j, h, _), row in self._index.items() if (j, h) == (job_id, hook)
                 ]
-            else:
+            yield from sorted(rows)
+            return
+        after = -1
+        while True:
+            with self._lock:
+                assert self._conn is not None
                 rows = self._conn.execute(
                     "SELECT idx, n, exact, minhash, vectors FROM quality_index "
-                    "WHERE job_id = ? AND hook = ? ORDER BY idx",
-                    (job_id, hook),
+                    "WHERE job_id = ? AND hook = ? AND idx > ? ORDER BY idx LIMIT ?",
+                    (job_id, hook, after, page),
                 ).fetchall()
-        yield from rows
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
 
     def quality_rows(self, job_id: str) -> Iterator[tuple[int, int, str, str, list[Any]]]:
         """(index, attempt, hook, outcome, per-record dicts) of every attempt of the job."""
