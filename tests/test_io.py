@@ -206,3 +206,27 @@ def test_row_texts_are_each_rows_own_json(tmp_path: Path) -> None:
     assert list(io.read_row_texts(tmp_path / "in.csv")) == [({"a": "1"}, None)]
     with pytest.raises(FileNotFoundError):
         io.read_row_texts(tmp_path / "nope.jsonl")
+
+
+def test_a_csv_row_with_a_big_text_reads_back_as_written(tmp_path):
+    import csv
+
+    from starfish.io import BIG_TEXT, write_records
+
+    big = ('say "hi", then\nmore ' * (BIG_TEXT // 10))[: BIG_TEXT + 7]
+    records = [
+        {"i": 1, "text": "small", "tags": ["a"]},
+        {"i": 2, "text": big, "tags": ["b", "c"], "empty": ""},
+        {"i": 3, "text": 'x,"y"', "tags": []},
+    ]
+    out = tmp_path / "big.csv"
+    assert write_records(out, records) == 3
+    limit = csv.field_size_limit(4 * BIG_TEXT)  # the reader's own limit, not the file's
+    try:
+        with out.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    finally:
+        csv.field_size_limit(limit)
+    assert [r["i"] for r in rows] == ["1", "2", "3"]
+    assert rows[1]["text"] == big and rows[1]["tags"] == '["b", "c"]' and rows[1]["empty"] == ""
+    assert rows[2]["text"] == 'x,"y"' and rows[0]["empty"] == ""

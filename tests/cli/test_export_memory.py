@@ -80,7 +80,7 @@ def jobs_big_and_small(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, s
     ("suffix", "env", "bound"),
     [
         (".jsonl", {}, 3.0),
-        (".csv", {}, 6.0),  # the CSV writer spools and formats a row: more copies, still bounded
+        (".csv", {}, 3.0),
     ],
 )
 def test_exporting_big_records_holds_about_one_at_a_time(
