@@ -24,11 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from starfish.data_factory.storage.base import COUNT_KEYS
+from starfish.data_factory.storage.sqlite.connection import LOW, SHIFT
+from starfish.data_factory.storage.sqlite.reads import JOB_COLUMNS
+
 __all__ = ["JOB_STATUSES", "RECORD_STATUSES", "Reader", "database_path"]
 
-_SHIFT = 32
-_LOW = (1 << _SHIFT) - 1
-COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
 RECORD_STATUSES = ("completed", "failed", "filtered", "duplicate", "dead")
 JOB_STATUSES = ("running", "abandoned", "interrupted", "completed", "failed", "stopped")
 WINDOW = 50_000
@@ -152,7 +153,7 @@ class Reader:
     def _dead_by_error(self, conn: sqlite3.Connection, jid: int) -> list[dict[str, Any]]:
         """The dead inputs grouped by the error type of their last failure, with one example
         each: a walk of the failed attempts (the index), never of every input."""
-        lo = jid << _SHIFT
+        lo = jid << SHIFT
         groups = conn.execute(
             "SELECT last.error_type, count(*), min(last.idx), min(last.id) "
             "FROM (SELECT idx, error_type, max(id) AS id FROM attempts "
@@ -216,7 +217,7 @@ class Reader:
             if status in ("completed", "dead"):
                 row = conn.execute(
                     "SELECT substr(data, 1, ?), length(data), attempts FROM inputs WHERE key = ?",
-                    (MAX_RECORD, (jid << _SHIFT) | int(key)),
+                    (MAX_RECORD, (jid << SHIFT) | int(key)),
                 ).fetchone()
             else:
                 row = conn.execute(
@@ -270,33 +271,18 @@ class Reader:
             return tally((outcome, json.loads(data)) for outcome, data in rows)
 
 
-_NAMES = (
-    "id",
-    "job_id",
-    "name",
-    "status",
-    "stop_reason",
-    "run_mode",
-    "num_inputs",
-    "config",
-    "counts",
-    "error_summary",
-    "state",
-    "created_at",
-    "finished_at",
-    "execution_time",
-)
+_NAMES = ("id", *JOB_COLUMNS)  # the stored job row, as storage itself reads it
 _COLUMNS = ", ".join(_NAMES)
 
 
 def _live_counts(conn: sqlite3.Connection, jid: int) -> tuple[dict[str, int], dict[str, int]]:
     """A running job's counts: its inputs by status (a range of the rowid) and its attempts
     by status and error type (the index)."""
-    lo = jid << _SHIFT
+    lo = jid << SHIFT
     counts = dict.fromkeys(COUNT_KEYS, 0)
     for status, n in conn.execute(
         "SELECT status, count(*) FROM inputs WHERE key BETWEEN ? AND ? GROUP BY status",
-        (lo, lo | _LOW),
+        (lo, lo | LOW),
     ):
         counts[status] = n
     for status, n in conn.execute(
@@ -339,15 +325,15 @@ def _input_page(
 ) -> dict[str, Any]:
     """Completed or dead inputs past `after`: a range of the rowid. A dead input shows its last
     failure (one step of the attempts index)."""
-    lo = jid << _SHIFT
+    lo = jid << SHIFT
     start = max(after + 1, 0)
     rare = bool(search) or status == "dead"
-    end = min(start + WINDOW - 1, _LOW) if rare else _LOW
+    end = min(start + WINDOW - 1, LOW) if rare else LOW
     sql = (
         "SELECT key & ?, attempts, substr(data, 1, ?), length(data) FROM inputs "
         "WHERE key >= ? AND key <= ? AND status = ?"
     )
-    args: list[Any] = [_LOW, PREVIEW, lo | start, lo | end, status]
+    args: list[Any] = [LOW, PREVIEW, lo | start, lo | end, status]
     if search:
         sql += " AND data LIKE ? ESCAPE '\\'"
         args.append(_like(search))
@@ -375,7 +361,7 @@ def _input_page(
     if more:
         nxt: int | None = out[-1]["index"]
         scanned = nxt
-    elif rare and end < _LOW and _any_input_after(conn, lo, end):
+    elif rare and end < LOW and _any_input_after(conn, lo, end):
         nxt = scanned = end  # nothing more in this window: the next request looks further
     else:
         nxt, scanned = None, None
@@ -384,7 +370,7 @@ def _input_page(
 
 def _any_input_after(conn: sqlite3.Connection, lo: int, index: int) -> bool:
     row = conn.execute(
-        "SELECT 1 FROM inputs WHERE key > ? AND key <= ? LIMIT 1", (lo | index, lo | _LOW)
+        "SELECT 1 FROM inputs WHERE key > ? AND key <= ? LIMIT 1", (lo | index, lo | LOW)
     ).fetchone()
     return row is not None
 
@@ -395,7 +381,7 @@ def _attempt_page(
     """Failed, filtered or duplicate attempts past cursor `idx.id`: a walk of the index."""
     idx, _, ident = after.partition(".")
     after_idx, after_id = int(idx), int(ident or -1)
-    end = min(after_idx + WINDOW, _LOW) if search else _LOW
+    end = min(after_idx + WINDOW, LOW) if search else LOW
     sql = (
         "SELECT id, idx, attempt, error_type, substr(data, 1, ?), length(data) FROM attempts "
         "WHERE jid = ? AND status = ? AND (idx, id) > (?, ?) AND idx <= ?"
@@ -423,7 +409,7 @@ def _attempt_page(
     scanned: int | None = None
     if more:
         nxt, scanned = out[-1]["cursor"], out[-1]["index"]
-    elif search and end < _LOW:
+    elif search and end < LOW:
         further = conn.execute(
             "SELECT 1 FROM attempts WHERE jid = ? AND status = ? AND idx > ? LIMIT 1",
             (jid, status, end),
