@@ -162,3 +162,14 @@ def test_a_plain_export_is_unchanged_and_with_quality_adds_columns(tmp_path):
     rows = [json.loads(line) for line in rich.read_text().splitlines()]
     assert [r["text"] for r in rows] == ["a", "b"]
     assert "quality.duplicate" in rows[0] and rows[0]["quality.duplicate"] is None
+
+
+def test_near_1_0_catches_only_records_with_the_same_shingles():
+    # "x y x y" and "x y x y x y" have the same word pairs ({x y, y x}) but are not the same
+    # text; a changed word is not caught at 1.0.
+    texts = ["alpha beta alpha beta", "alpha beta alpha beta alpha beta", "alpha beta gamma beta"]
+    gen = job(Dedupe("text", near=1.0), max_concurrency=1)
+    records = gen.run(text=texts)
+    assert [r["text"] for r in records] == [texts[0], texts[2]]
+    [dup] = list(iter_with_quality(gen.job_id, "duplicate"))
+    assert dup["quality.duplicate"] == "near" and dup["quality.duplicate_of"] == 0
