@@ -432,15 +432,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        text = DOC.read_text()
-        block = f"{START}\n{table}\n{END}"
-        if START in text and END in text:
-            text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-        else:
-            section = f"## The model layer (bench/bench_llm.py)\n\n{block}\n\n"
-            at = text.find("## Analysis")
-            text = text[:at] + section + text[at:] if at >= 0 else text + "\n" + section
-        DOC.write_text(text)
+        from harness import write_doc_block
+
+        write_doc_block(DOC, START, END, "## The model layer (bench/bench_llm.py)", table)
         print(f"wrote {DOC.relative_to(ROOT)}", file=sys.stderr)
 
 

@@ -423,18 +423,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_doc(table: str) -> None:
-    text = DOC.read_text()
-    block = f"{START}\n{table}\n{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        section = f"{TITLE}\n\n{block}\n\n"
-        at = text.find("## Analysis")
-        text = text[:at] + section + text[at:] if at >= 0 else text + "\n" + section
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=1)
@@ -505,7 +493,9 @@ def main() -> None:
     RAW.write_text(json.dumps(samples, indent=1))
     print(f"raw samples in {RAW.relative_to(ROOT)}", file=sys.stderr)
     if args.write:
-        write_doc(table)
+        from harness import write_doc_block
+
+        write_doc_block(DOC, START, END, TITLE, table)
         print(f"wrote {DOC.relative_to(ROOT)}", file=sys.stderr)
 
 

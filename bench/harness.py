@@ -244,3 +244,17 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
     return str(v)
+
+
+def write_doc_block(doc: Path, start: str, end: str, title: str, table: str) -> None:
+    """Put `table` between the `start` and `end` markers of `doc`, or, the first time, as a
+    section `title` before the analysis: each benchmark rewrites only its own block."""
+    text = doc.read_text()
+    block = f"{start}\n{table}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        section = f"{title}\n\n{block}\n\n"
+        at = text.find("## Analysis")
+        text = text[:at] + section + text[at:] if at >= 0 else text + "\n" + section
+    doc.write_text(text)

@@ -86,14 +86,13 @@ def counts_line(counts: dict[str, int]) -> str:
     return "  ".join(f"{name} {counts.get(name, 0)}" for name in COUNT_KEYS)
 
 
-STRUCTURED_MODES = ("json_schema", "json_object", "prompt")
-
-
 def llm_line(llm: dict[str, Any]) -> str:
+    from starfish.llm.structured import STRUCTURED_OUTPUT
+
     cost = llm.get("cost_usd")
     modes = ", ".join(
         f"{mode} ({llm[f'answers_{mode}']} answers)"
-        for mode in STRUCTURED_MODES
+        for mode in STRUCTURED_OUTPUT
         if llm.get(f"answers_{mode}")
     )
     return (

@@ -16,7 +16,7 @@ from typing import Any
 
 from starfish.llm.errors import LLMError
 
-__all__ = ["BudgetReached", "estimate_usd", "reserve"]
+__all__ = ["BudgetReached", "estimate_usd", "release", "reserve"]
 
 WAIT_STEP = 0.02
 """Seconds between looks at the spend while a request waits for those in flight."""
