@@ -85,17 +85,7 @@ class JobInfo:
 
 
 def _llm_counts(storage: Storage, job_id: str) -> dict[str, Any] | None:
-    path = getattr(storage, "path", None)
-    if path is None:  # an in-memory job: the counts it kept when it ended
-        kept = storage.llm_counts(job_id)
-        if not kept:
-            return None
-        from starfish.llm.cache import COUNT_KEYS
-
-        return {k: kept.get(k, None if k == "cost_usd" else 0) for k in COUNT_KEYS}
-    from starfish.llm.cache import read_counts
-
-    return read_counts(path, job_id)
+    return storage.llm_counts(job_id)
 
 
 MADE_WITH = (

@@ -125,16 +125,13 @@ def test_in_memory_storage_numbers_resumed_attempts_on_too():
 
 @pytest.fixture
 def llm_server() -> Iterator[OpenAIServer]:
-    from starfish.llm import cache, endpoint
+    from starfish.llm import endpoint
 
     endpoint.reset_endpoints()
     server = OpenAIServer().start()
     yield server
     server.stop()
     endpoint.reset_endpoints()
-    for store in cache._stores.values():
-        store.close()
-    cache._stores.clear()
 
 
 def test_a_resume_asks_the_model_again_instead_of_replaying_cached_bad_output(llm_server):

@@ -16,15 +16,12 @@ KEY = "sk-test-SECRET-0123456789abcdef"
 def _fresh_llm_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Endpoints (limits, modes, reachability) and stores are process-wide on purpose; not
     between tests."""
-    from starfish.llm import cache, endpoint, structured
+    from starfish.llm import endpoint, structured
 
     monkeypatch.setattr(structured, "RETRY_BASE_DELAY", 0.02)
     endpoint.reset_endpoints()
     yield
     endpoint.reset_endpoints()
-    for store in cache._stores.values():
-        store.close()
-    cache._stores.clear()
 
 
 @pytest.fixture

@@ -168,11 +168,15 @@ def test_an_older_counts_table_gains_the_mode_columns(tmp_path):
     conn.commit()
     conn.close()
     assert read_counts(path, "j")["answers_prompt"] == 0
-    from starfish.llm.cache import ResponseStore
+    import sqlite3 as sql
 
-    store = ResponseStore(path)
-    store.save("j", {"requests": 1, "answers_prompt": 1}, None, None)
-    store.close()
+    from starfish.data_factory.storage.sqlite.cache import ensure, upsert_counts
+
+    conn = sql.connect(path)
+    ensure(conn)  # what opening the job storage does
+    upsert_counts(conn, "j", {"requests": 1, "answers_prompt": 1})
+    conn.commit()
+    conn.close()
     counts = read_counts(path, "j")
     assert counts["requests"] == 4 and counts["answers_prompt"] == 1
 

@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from starfish import StructuredLLM, data_factory
+from starfish import StructuredLLM, data_factory, jobs
 from starfish.llm.cache import read_counts
 from tests.llm.conftest import KEY
 
@@ -110,16 +110,22 @@ def test_cache_false_pays_again(make_server):
     assert read_counts(db_path(), gen.job_id)["requests"] == 2
 
 
-def test_in_memory_jobs_and_calls_outside_a_job_are_not_cached(make_server):
+def test_in_memory_jobs_cache_in_memory_and_calls_outside_a_job_are_not_cached(make_server):
+    """An in-memory job keeps its answers for the process (its storage holds them, no file);
+    a call outside a job has no input and attempt to key an answer by."""
     server = make_server()
     llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url)
-    make_job(llm, storage="in_memory").run(topic=["a"])
-    make_job(llm, storage="in_memory").run(topic=["a"])
+    first = make_job(llm, storage="in_memory")
+    first.run(topic=["a"])
+    again = make_job(llm, storage="in_memory")
+    again.run(topic=["a"])
+    assert len(server.requests) == 1
+    assert jobs.load_job(again.job_id).llm["cache_hits"] == 1
     import asyncio
 
     asyncio.run(llm.run(topic="a"))
     asyncio.run(llm.run(topic="a"))
-    assert len(server.requests) == 4
+    assert len(server.requests) == 3
     assert not db_path().exists() or b"llm_cache" not in stored_bytes()
 
 

@@ -118,12 +118,9 @@ def model_server() -> Iterator[OpenAIServer]:
     server = OpenAIServer().start()
     yield server
     server.stop()
-    from starfish.llm import cache, endpoint
+    from starfish.llm import endpoint
 
     endpoint.reset_endpoints()
-    for store in cache._stores.values():
-        store.close()
-    cache._stores.clear()
 
 
 @settings(

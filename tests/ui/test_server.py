@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -114,3 +115,31 @@ def test_ctrl_c_stops_it_cleanly(start_ui: Callable[..., Viewer]) -> None:
     out, _ = viewer.proc.communicate(timeout=30)
     assert viewer.proc.returncode == 0, out
     assert "Traceback" not in out and "starfish ui: stopped" in out
+
+
+def test_the_chart_adds_up_the_cost_kept_with_each_answer(start_ui: Callable[..., Viewer]) -> None:
+    """Each answer is kept with what it cost, so the cost line is the job's own spending over
+    time (not its total spread by tokens); summed, it is the job's stored cost."""
+    from starfish import StructuredLLM, data_factory, jobs
+    from tests.openai_server import OpenAIServer
+
+    server = OpenAIServer().start()
+    try:
+        llm = StructuredLLM("m", prompt="About {{t}}.", base_url=server.url, price=(1000.0, 2000.0))
+
+        @data_factory(max_concurrency=4, show_progress=False)
+        async def ask(t: int) -> list[dict[str, Any]]:
+            return (await llm.run(t=t)).data
+
+        ask.run(t=list(range(12)))
+    finally:
+        server.stop()
+    info = jobs.load_job(ask.job_id)
+    assert info.llm is not None and info.llm["cost_usd"] > 0
+    viewer = start_ui()
+    code, body = get(f"{viewer.url}api/jobs/{ask.job_id}/chart")
+    assert code == 200
+    points = json.loads(body)["points"]
+    assert sum(p[1] for p in points) == 12
+    assert all(p[3] is not None for p in points)
+    assert sum(p[3] for p in points) == pytest.approx(info.llm["cost_usd"])

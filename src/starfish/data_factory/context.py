@@ -1,8 +1,9 @@
 """What the call running now belongs to: its job, input index and attempt.
 
-The model layer reads it to key its cache by input and attempt and to add its counts to the
-job. The job part is set once per run (job.py); the call part once per worker, in the
-worker's own task, and filled in by the runner before each call of the user's function.
+The model layer reads it to key its cache by input and attempt, to find the answers kept for
+them, and to hand what its requests did (`effects.py`) to the job. The job part is set once
+per run (job.py, or a Ray worker); the call part once per worker, in the worker's own task,
+and filled in by the runner (or the Ray worker) before each call of the user's function.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from starfish.data_factory.effects import Answer, Effects, add_counts
 
 __all__ = ["CALL", "JOB", "CallContext", "JobContext", "current_call", "current_job"]
 
@@ -29,17 +32,49 @@ class JobContext:
     budget_usd: float | None = None  # the job's budget_usd: model requests are gated by it
     reserved_usd: float = 0.0  # what the requests in flight may cost (the model layer's)
     llm_cache: bool = True  # the job's llm_cache option: False asks the model again
+    # Where effects go: the job's writer (a `JobWriter`), and the answers storage kept, by
+    # cache key. None in a Ray worker, whose calls send their effects back with the outcome.
+    writer: Any = None
+    cached: Callable[[str], str | None] | None = None
+    shared: Any = None  # in a Ray worker: the job's grants of limits and budget (grants.py)
 
     def spent_usd(self) -> float:
         """What the job's model calls have cost so far, over all its runs (unknown prices: 0)."""
         now = self.llm.get("cost_usd") or 0.0
         return float(now + (self.llm_before.get("cost_usd") or 0.0))
 
+    def absorb(self, counts: dict[str, Any], families: dict[str, int]) -> None:
+        """Add a call's counts to the job's (in memory: progress, budget, telemetry)."""
+        add_counts(self.llm, counts)
+        for family, calls in families.items():
+            self.llm_families[family] = self.llm_families.get(family, 0) + calls
 
-StoredCounts = Callable[[Path, str], "dict[str, Any] | None"]
-STORED_COUNTS: list[StoredCounts] = []
-"""Readers of a job's stored model-layer counts, registered by the model layer when it is
-imported (the factory never imports it): a resumed job's budget counts earlier runs too."""
+    async def record(
+        self, counts: dict[str, Any], family: str | None, answer: Answer | None = None
+    ) -> None:
+        """Add what a request did to the job; returns once it is stored (on the local
+        executor), so an answer is never used before it is kept."""
+        if self.record_now(counts, family, answer):
+            await self.writer.committed()
+
+    def record_now(
+        self, counts: dict[str, Any], family: str | None, answer: Answer | None = None
+    ) -> bool:
+        """`record` without waiting for the commit (a call being cancelled cannot wait);
+        True when the effects went to the job's writer."""
+        effects = Effects()
+        effects.add(counts, family, answer)
+        self.absorb(counts, effects.families)
+        return self.store(effects)
+
+    def store(self, effects: Effects) -> bool:
+        """Hand `effects` to the writer (their counts already absorbed); False when there is
+        no writer to hand them to."""
+        writer = self.writer
+        if writer is None or not effects:
+            return False
+        writer.keep(effects.kept, effects.counts)
+        return True
 
 
 Annotated = Callable[[str, str], "Iterator[dict[str, Any]]"]
@@ -55,13 +90,6 @@ findings and index), registered by that layer when it is imported: `jobs.delete_
 each with the database path (None: in memory) and the job id."""
 
 
-def load_counts_before(job: JobContext) -> None:
-    if job.db_path is None:
-        return
-    for read in STORED_COUNTS:
-        job.llm_before.update(read(job.db_path, job.job_id) or {})
-
-
 @dataclass(frozen=True)
 class CallContext:
     job: JobContext
@@ -69,6 +97,7 @@ class CallContext:
     attempt: int
     seen: dict[Any, int]  # per attempt: how often each request was made (for the model layer)
     clock: Any = None  # pause()/resume() the call's task_runner_timeout (None: no timeout)
+    effects: Effects | None = None  # in a Ray worker: what goes back with the outcome
 
     def occurrence(self, key: Any) -> int:
         """0 for the first time this attempt makes request `key`, 1 for the second, ..."""
@@ -76,12 +105,38 @@ class CallContext:
         self.seen[key] = n + 1
         return n
 
+    def cached(self, key: str) -> str | None:
+        """The answer kept under `key` for this input and attempt, if any."""
+        effects = self.effects
+        if effects is not None and effects.answers is not None:
+            return effects.answers.get(key)
+        lookup = self.job.cached
+        return lookup(key) if lookup is not None else None
+
+    async def record(
+        self, counts: dict[str, Any], family: str | None, answer: Answer | None = None
+    ) -> None:
+        """`JobContext.record`, or in a Ray worker onto the effects sent back."""
+        if self.record_now(counts, family, answer):
+            await self.job.writer.committed()
+
+    def record_now(
+        self, counts: dict[str, Any], family: str | None, answer: Answer | None = None
+    ) -> bool:
+        effects = self.effects
+        if effects is None:
+            return self.job.record_now(counts, family, answer)
+        effects.add(counts, family, answer)  # a Ray worker: back with the outcome
+        self.job.absorb(counts, {})  # the worker's own view (its budget estimates)
+        return False
+
 
 JOB: ContextVar[JobContext | None] = ContextVar("starfish_job", default=None)
 CALL: ContextVar[list[Any] | None] = ContextVar("starfish_call", default=None)
-"""`[index, attempt, seen, clock]` of the worker's current call: one list per worker, set once
-in its task and overwritten per attempt (cheaper than a contextvar set per call); `seen` is
-None until the model layer needs it, `clock` is the worker's deadline (None: no timeout)."""
+"""`[index, attempt, seen, clock, effects]` of the worker's current call: one list per worker,
+set once in its task and overwritten per attempt (cheaper than a contextvar set per call);
+`seen` is None until the model layer needs it, `clock` is the worker's deadline (None: no
+timeout), `effects` is set in Ray workers only."""
 
 
 def current_job() -> JobContext | None:
@@ -96,4 +151,4 @@ def current_call() -> CallContext | None:
         return None
     if call[2] is None:
         call[2] = {}
-    return CallContext(job, call[0], call[1], call[2], call[3])
+    return CallContext(job, call[0], call[1], call[2], call[3], call[4])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starfish.data_factory import call_spec
-from starfish.data_factory.context import JOB, JobContext, load_counts_before
+from starfish.data_factory.context import JOB, JobContext
 from starfish.data_factory.executors import make_executor
 from starfish.data_factory.failures import most_common_cause
 from starfish.data_factory.gates import Gate, RateLimit
@@ -190,15 +190,23 @@ async def _execute(
     # The model layer finds the job (cache, counts) here; the workers' tasks (and the progress
     # timer) copy this context.
     job_context = JobContext(job_id, getattr(storage, "path", None))
-    if resume_id is not None and options.budget_usd is not None:
-        load_counts_before(job_context)
+    if resume_id is not None:
+        job_context.llm_before = storage.llm_counts(job_id) or {}
     budget = Budget(options.budget_usd, job_context.spent_usd) if options.budget_usd else None
     job_context.budget_usd = options.budget_usd or None
     job_context.llm_cache = options.llm_cache
+    job_context.writer = writer
+    if options.llm_cache:
+        job_context.cached = storage.cached_answer
     target = options.target_count
     runner = Runner(
         executor=make_executor(
-            options.executor, func, timeout=options.timeout, concurrency=options.max_concurrency
+            options.executor,
+            func,
+            timeout=options.timeout,
+            concurrency=options.max_concurrency,
+            job=job_context,
+            answers_for=storage.cached_answers if options.llm_cache else None,
         ),
         name=name,
         inputs=inputs,
@@ -289,8 +297,6 @@ async def _execute(
                 "execution_time": previous_time + run_time,
             },
         )
-        if job_context.llm:
-            storage.keep_llm_counts(job_id, job_context.llm)
     except StorageError as exc:
         storage_failure = storage_failure or exc
     finally:

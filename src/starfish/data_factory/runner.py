@@ -137,7 +137,7 @@ class Runner:
         self.waiting: set[int] = set()
         self._dispatchers: dict[int, asyncio.Task[None]] = {}
         # what the model layer keys its cache by (context.py): one list per worker
-        self._calls: list[list[Any]] = [[None, None, None, None] for _ in range(concurrency)]
+        self._calls: list[list[Any]] = [[None] * 5 for _ in range(concurrency)]
         self._state_version = state.version
 
     @property

@@ -1,9 +1,7 @@
 """The model layer: StructuredLLM and what it raises. See docs/llm.md."""
 
-from pathlib import Path
 from typing import Any
 
-from starfish.data_factory.context import STORED_COUNTS
 from starfish.data_factory.secrets import KNOWN_SECRETS, WORKER_REDUCERS
 from starfish.llm.errors import (
     LLMAuthError,
@@ -17,15 +15,6 @@ from starfish.llm.errors import (
     PromptError,
 )
 from starfish.llm.structured import LLMResponse, StructuredLLM
-
-
-def _stored_counts(path: Path, job_id: str) -> dict[str, Any] | None:
-    from starfish.llm.cache import read_counts
-
-    return read_counts(path, job_id)
-
-
-STORED_COUNTS.append(_stored_counts)  # a resumed job's budget_usd counts its earlier runs
 
 
 def _known_keys() -> set[str]:

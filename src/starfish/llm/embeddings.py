@@ -36,9 +36,14 @@ class CountedApart(StructuredLLM):
         return counts
 
     async def _count(
-        self, call: Any, counts: dict[str, Any], key: str | None = None, response: Any = None
+        self,
+        call: Any,
+        counts: dict[str, Any],
+        key: str | None = None,
+        response: Any = None,
+        cost: float | None = None,
     ) -> None:
-        await super()._count(call, self._tagged(counts), key, response)
+        await super()._count(call, self._tagged(counts), key, response, cost)
 
     def _count_now(self, call: Any, counts: dict[str, Any]) -> None:
         super()._count_now(call, self._tagged(counts))

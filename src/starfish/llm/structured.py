@@ -431,7 +431,7 @@ class StructuredLLM:
     async def _send(
         self, body: dict[str, Any], call: Any, rung: str | None = None
     ) -> tuple[Any, bool, tuple[Any, ...]]:
-        from starfish.llm.cache import cache_key, store_for
+        from starfish.llm.cache import cache_key
         from starfish.llm.cost import cost_usd
         from starfish.llm.transport import (
             BodyTooLarge,
@@ -443,12 +443,13 @@ class StructuredLLM:
 
         payload = json.dumps(body, separators=(",", ":")).encode()
         key = None
-        if call is not None and self.cache and call.job.llm_cache and call.job.db_path is not None:
+        if call is not None and self.cache and call.job.llm_cache:
             digest = hashlib.sha256(payload).digest()
             key = cache_key(
                 self.base_url, payload, call.index, call.attempt, call.occurrence(digest)
             )
-            hit = store_for(call.job.db_path).get(key)
+            kept = call.cached(key)
+            hit = json.loads(kept) if kept is not None else None
             if hit is not None:
                 unsupported = isinstance(hit, dict) and _UNSUPPORTED in hit
                 if unsupported:
@@ -563,7 +564,7 @@ class StructuredLLM:
                     counts[f"answers_{mode_of(rung)}"] = 1
                 if cost is not None:
                     counts["cost_usd"] = cost
-                await self._count(call, counts, key, text)
+                await self._count(call, counts, key, text, cost)
                 return data, False, (pt, ct, cost)
             message = self._scrub(_server_message(data))
             if status == 429 and not _is_quota(data):
@@ -684,40 +685,43 @@ class StructuredLLM:
 
         return current_job()
 
-    def _add(self, job: Any, counts: dict[str, Any]) -> None:
-        """Add `counts` to this object's and the running job's totals (memory)."""
+    def _add(self, counts: dict[str, Any]) -> None:
+        """Add `counts` to this object's own totals."""
         for name, value in counts.items():
             self.counts[name] = self.counts.get(name, 0) + value
-        if job is None:
-            return
-        for name, value in counts.items():
-            job.llm[name] = job.llm.get(name, 0) + value
-        calls = counts.get("requests", 0) + counts.get("cache_hits", 0)
-        if calls:
-            job.llm_families[self._family] = job.llm_families.get(self._family, 0) + calls
 
     async def _count(
-        self, call: Any, counts: dict[str, Any], key: str | None = None, response: Any = None
+        self,
+        call: Any,
+        counts: dict[str, Any],
+        key: str | None = None,
+        response: Any = None,
+        cost: float | None = None,
     ) -> None:
-        """Add to this object's, the job's (memory) and the stored job's counts; keep the
-        response under `key`, in the same transaction, before it is returned."""
-        job = self._job_of(call)
-        self._add(job, counts)
-        if job is not None and job.db_path is not None:
-            from starfish.llm.cache import store_for
+        """Add `counts` to this object's and the job's; keep the response under `key` (and
+        what it cost) with them. Returns once the job has stored them: an answer is never used
+        before it is kept (in a Ray worker they go back with the call's outcome)."""
+        from starfish.llm.cache import as_text
 
-            await store_for(job.db_path).save_soon(job.job_id, counts, key, response)
+        self._add(counts)
+        if call is not None:
+            answer = None
+            if key is not None:
+                answer = (key, as_text(response), call.index, call.attempt, cost)
+            await call.record(counts, self._family, answer)
+            return
+        job = self._job_of(None)
+        if job is not None:
+            await job.record(counts, self._family)
 
     def _count_now(self, call: Any, counts: dict[str, Any]) -> None:
-        """`_count` without awaiting: for a call being cancelled (its task cannot wait)."""
-        job = self._job_of(call)
-        self._add(job, counts)
-        if job is not None and job.db_path is not None:
-            from starfish.llm.cache import store_for
-
-            # A failing storage is reported by the job's own writer, not here.
+        """`_count` without awaiting: for a call being cancelled (its task cannot wait); a
+        failing storage is reported by the job's own writer, not here."""
+        self._add(counts)
+        owner = call if call is not None else self._job_of(None)
+        if owner is not None:
             with contextlib.suppress(Exception):
-                store_for(job.db_path).save(job.job_id, counts, None, None)
+                owner.record_now(counts, self._family)
 
 
 def _restore(init: dict[str, Any]) -> StructuredLLM:

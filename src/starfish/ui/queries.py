@@ -232,31 +232,35 @@ class Reader:
 
     # model and quality figures --------------------------------------------------------------
     def chart(self, job_id: str, since_rowid: int, max_rows: int = 100_000) -> dict[str, Any]:
-        """The job's model responses per second since `since_rowid` (requests and tokens by
-        second), read from the response cache in rowid order, at most `max_rows` a call: the
-        caller adds them up (see `server.Charts`), so no request reads the whole cache."""
+        """The job's model responses per second since `since_rowid` (requests, tokens and cost
+        by second), read from the response cache in rowid order, at most `max_rows` a call: the
+        caller adds them up (see `server.Charts`), so no request reads the whole cache. Cost is
+        None for seconds whose answers were kept without theirs (an older version)."""
         with self._db() as conn:
             if conn is None or "llm_cache" not in self._tables(conn):
                 return {"seconds": {}, "last_rowid": since_rowid, "more": False}
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(llm_cache)")}
+            cost = "cost_usd" if "cost_usd" in columns else "NULL"
             rows = conn.execute(
                 "SELECT rowid, job_id, CAST(created_at AS INTEGER), "
                 "  CASE WHEN json_valid(response) THEN "
                 "    coalesce(json_extract(response, '$.usage.prompt_tokens'), 0) END, "
                 "  CASE WHEN json_valid(response) THEN "
-                "    coalesce(json_extract(response, '$.usage.completion_tokens'), 0) END "
+                f"    coalesce(json_extract(response, '$.usage.completion_tokens'), 0) END, {cost} "
                 "FROM llm_cache WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 (since_rowid, max_rows),
             ).fetchall()
-        per_job: dict[str, dict[int, list[int]]] = {}
+        per_job: dict[str, dict[int, list[Any]]] = {}
         last = since_rowid
-        for rowid, owner, second, prompt, completion in rows:
+        for rowid, owner, second, prompt, completion, usd in rows:
             last = rowid
             if owner is None:
                 continue
-            cell = per_job.setdefault(owner, {}).setdefault(second, [0, 0, 0])
+            cell = per_job.setdefault(owner, {}).setdefault(second, [0, 0, 0, 0.0])
             cell[0] += 1
             cell[1] += prompt or 0
             cell[2] += completion or 0
+            cell[3] = None if usd is None or cell[3] is None else cell[3] + usd
         return {"seconds": per_job, "last_rowid": last, "more": len(rows) == max_rows}
 
     def quality(self, job_id: str) -> dict[str, Any] | None:

@@ -54,7 +54,7 @@ class Charts:
     def __init__(self, reader: Reader) -> None:
         self._reader = reader
         self._last = 0
-        self._seconds: dict[str, dict[int, list[int]]] = {}
+        self._seconds: dict[str, dict[int, list[Any]]] = {}
         self._lock = asyncio.Lock()
 
     async def series(self, job_id: str) -> dict[str, Any]:
@@ -63,17 +63,18 @@ class Charts:
                 part = await asyncio.to_thread(self._reader.chart, job_id, self._last)
                 for owner, seconds in part["seconds"].items():
                     mine = self._seconds.setdefault(owner, {})
-                    for second, (n, prompt, completion) in seconds.items():
-                        cell = mine.setdefault(second, [0, 0, 0])
+                    for second, (n, prompt, completion, usd) in seconds.items():
+                        cell = mine.setdefault(second, [0, 0, 0, 0.0])
                         cell[0] += n
                         cell[1] += prompt
                         cell[2] += completion
+                        cell[3] = None if usd is None or cell[3] is None else cell[3] + usd
                 self._last = part["last_rowid"]
                 if not part["more"]:
                     break
             points = sorted(self._seconds.get(job_id, {}).items())
         return {
-            "points": [[t, n, p + c] for t, (n, p, c) in points],
+            "points": [[t, n, p + c, usd] for t, (n, p, c, usd) in points],
             "complete": not part["more"],
         }
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from starfish.data_factory.context import JobContext
 from starfish.data_factory.executors.local import LocalExecutor
+
+AnswersFor = Callable[[list[tuple[int, int]]], dict[tuple[int, int], Any]]
 
 
 class Executor(Protocol):
@@ -27,13 +30,23 @@ class Executor(Protocol):
 
 
 def make_executor(
-    name: str, func: Callable[..., Any], *, timeout: float | None, concurrency: int
+    name: str,
+    func: Callable[..., Any],
+    *,
+    timeout: float | None,
+    concurrency: int,
+    job: JobContext | None = None,
+    answers_for: AnswersFor | None = None,
 ) -> Executor:
-    """The executor for an `executor=` option value (Ray is imported only for `ray`)."""
+    """The executor for an `executor=` option value (Ray is imported only for `ray`).
+
+    An executor that runs calls in other processes hands each call the model answers storage
+    kept for its input and attempt (`answers_for`) and gives what the call did back to the
+    job (`job`: its counts, and its writer for the answers), with the outcome."""
     if name == "ray":
         from starfish.data_factory.executors.ray import RayExecutor
 
-        return RayExecutor(func, timeout, concurrency)
+        return RayExecutor(func, timeout, concurrency, job=job, answers_for=answers_for)
     return LocalExecutor(func)
 
 

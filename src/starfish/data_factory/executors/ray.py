@@ -13,6 +13,13 @@ run on, and a batch whose items were all abandoned is cancelled with `ray.cancel
 task and actor retries are off, so every attempt is one the runner recorded; an actor that dies
 (killed, node lost) is replaced and its items in flight are sent again, so the job goes on.
 
+Model calls stay part of the job: each item carries the answers storage kept for its input
+and attempt (read by the driver when the batch is sent), the actor runs the call in a job and
+call context of its own (`context.py`), and what the call's model requests did (`effects.py`:
+answers to keep, counts) comes back with its outcome, to the job's counts and writer. A re-run
+of a finished job therefore sends no request, and the stored counts are those of the local
+executor.
+
 Each result is pickled on its own in the actor: one that cannot be (a lock, a client) fails
 its input only, not the whole stream of its batch. Errors from Ray itself are stored as one
 clean line (no colour codes, process ids or addresses). The function is shipped with the keys
@@ -32,7 +39,10 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starfish.data_factory.context import JobContext
 
 __all__ = ["MAX_BATCH", "RayExecutor"]
 
@@ -52,6 +62,10 @@ they stream back together. 0 still waits one turn of the actor's loop, which gat
 that end together; waiting longer made fewer, later answers (1 ms: 2.2x ideal, 5 ms: 2.7x)."""
 
 _LOST = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError")
+
+
+Outcome = tuple[int, bool, Any, Any]
+"""What an actor sends back per item: (position in its batch, ok, result or error, effects)."""
 
 
 class _Item:
@@ -78,15 +92,21 @@ def _rebuild(type_name: str, message: str) -> BaseException:
 class _Worker:
     """A Ray async actor holding the job's function; runs batches of items concurrently."""
 
-    def __init__(self, func_blob: bytes, timeout: float | None) -> None:
+    def __init__(self, func_blob: bytes, timeout: float | None, job: dict[str, Any]) -> None:
         import cloudpickle
+
+        from starfish.data_factory.context import JobContext
 
         self.func = cloudpickle.loads(func_blob)
         self.timeout = timeout
+        # The job as the model layer sees it here: no writer (effects go back with outcomes).
+        self.job = JobContext(job["job_id"], None)
+        self.job.budget_usd = job.get("budget_usd")
+        self.job.llm_cache = job.get("llm_cache", True)
 
     async def run(
-        self, items: list[tuple[int, int, dict[str, Any]]]
-    ) -> AsyncIterator[list[tuple[int, bool, Any]]]:
+        self, items: list[tuple[int, int, dict[str, Any], dict[str, str] | None]]
+    ) -> AsyncIterator[list[Outcome]]:
         """Outcomes stream back as they finish, as `(position, ok, value)`: one slow item must
         not hold the others of its batch past their deadlines.
 
@@ -94,13 +114,16 @@ class _Worker:
         `wait_for` task per item), and each finished item lands in one list that the loop
         drains: no per-item bookkeeping in `asyncio.wait`.
         """
+        from starfish.data_factory.context import JOB
+
         loop = asyncio.get_running_loop()
-        finished: list[tuple[int, bool, Any]] = []
+        finished: list[Outcome] = []
         expired: list[bool] = []
         ready = asyncio.Event()
+        JOB.set(self.job)  # the tasks below copy it
         tasks = [
-            loop.create_task(self._one(pos, kwargs, finished, expired, ready))
-            for pos, (_, _, kwargs) in enumerate(items)
+            loop.create_task(self._one(pos, item, finished, expired, ready))
+            for pos, item in enumerate(items)
         ]
         timer = None
         if self.timeout is not None:
@@ -124,25 +147,32 @@ class _Worker:
     async def _one(
         self,
         pos: int,
-        kwargs: dict[str, Any],
-        finished: list[tuple[int, bool, Any]],
+        item: tuple[int, int, dict[str, Any], dict[str, str] | None],
+        finished: list[Outcome],
         expired: list[bool],
         ready: asyncio.Event,
     ) -> None:
+        from starfish.data_factory.context import CALL
+        from starfish.data_factory.effects import Effects
+
+        index, attempt, kwargs, answers = item
+        effects = Effects(answers or {})
+        CALL.set([index, attempt, None, None, effects])  # this task's own context
+        value: Any
         try:
-            outcome: tuple[int, bool, Any] = (pos, True, _dumps(await self.func(**kwargs)))
+            ok, value = True, _dumps(await self.func(**kwargs))
         except asyncio.CancelledError as exc:
             if expired:
-                outcome = (pos, False, TimeoutError(f"took longer than {self.timeout}s"))
+                ok, value = False, TimeoutError(f"took longer than {self.timeout}s")
             else:
                 task = asyncio.current_task()
                 # Python 3.10 cannot tell (no `Task.cancelling`): there, treat it as the batch's.
                 if sys.version_info < (3, 11) or (task is not None and task.cancelling()):
                     raise  # the batch itself was cancelled
-                outcome = (pos, False, _portable(exc))  # raised by the function itself
+                ok, value = False, _portable(exc)  # raised by the function itself
         except Exception as exc:
-            outcome = (pos, False, _portable(exc))
-        finished.append(outcome)
+            ok, value = False, _portable(exc)
+        finished.append((pos, ok, value, effects.shipped() if effects else None))
         ready.set()
 
     async def ready(self) -> int:
@@ -251,8 +281,18 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 class RayExecutor:
-    def __init__(self, func: Callable[..., Any], timeout: float | None, concurrency: int) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        timeout: float | None,
+        concurrency: int,
+        *,
+        job: JobContext | None = None,
+        answers_for: Callable[[list[tuple[int, int]]], dict[tuple[int, int], Any]] | None = None,
+    ) -> None:
         self.func = func
+        self.job = job
+        self.answers_for = answers_for
         self.timeout = timeout
         self.concurrency = concurrency
         self.startup_seconds = 0.0
@@ -303,7 +343,13 @@ class RayExecutor:
         )
 
     def _spawn(self) -> Any:
-        return self._actor_class.remote(self._blob, self.timeout)
+        job = self.job
+        about = (
+            {"job_id": job.job_id, "budget_usd": job.budget_usd, "llm_cache": job.llm_cache}
+            if job is not None
+            else {"job_id": "", "llm_cache": False}
+        )
+        return self._actor_class.remote(self._blob, self.timeout, about)
 
     def call(self, index: int, attempt: int, kwargs: dict[str, Any]) -> asyncio.Future[Any]:
         assert self._loop is not None
@@ -333,7 +379,12 @@ class RayExecutor:
 
     def _send(self, slot: int, batch: list[_Item]) -> None:
         assert self._loop is not None
-        ref = self._actors[slot].run.remote([(i.index, i.attempt, i.kwargs) for i in batch])
+        answers: dict[tuple[int, int], Any] = {}
+        if self.answers_for is not None:
+            answers = self.answers_for([(i.index, i.attempt) for i in batch])
+        ref = self._actors[slot].run.remote(
+            [(i.index, i.attempt, i.kwargs, answers.get((i.index, i.attempt))) for i in batch]
+        )
         self._load[slot] += len(batch)
         task = self._loop.create_task(self._collect(slot, ref, batch))
         self._collectors.add(task)
@@ -359,7 +410,9 @@ class RayExecutor:
                 outcomes = await ref
                 answered += len(outcomes)
                 self._load[slot] -= len(outcomes)
-                for pos, ok, value in outcomes:
+                for pos, ok, value, effects in outcomes:
+                    if effects is not None:
+                        self._effects(effects)  # before the outcome: stored with or before it
                     _resolve(batch[pos].future, ok, value)
         except Exception as exc:
             self._load[slot] -= len(batch) - answered
@@ -370,6 +423,15 @@ class RayExecutor:
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
+
+    def _effects(self, effects: Any) -> None:
+        """What a call's model requests did, to the job's counts and writer (even when the
+        driver gave up on the call meanwhile: its requests were made, its answers paid)."""
+        job = self.job
+        if job is None:
+            return
+        job.absorb(effects.counts, effects.families)
+        job.store(effects)
 
     def _replace(self, slot: int, dead: Any, batch: list[_Item]) -> None:
         """A lost actor: start another in its slot and send its items in flight again."""

@@ -9,16 +9,43 @@ row per input (see `sqlite/input_rows.py`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from starfish.data_factory.effects import Answer
     from starfish.data_factory.state import JobState
 
-__all__ = ["COUNT_KEYS", "FILTERS", "LOADING", "JobWriter", "Progress", "Storage", "check_filter"]
+__all__ = [
+    "COUNT_KEYS",
+    "FILTERS",
+    "LLM_COUNT_KEYS",
+    "LOADING",
+    "JobWriter",
+    "Progress",
+    "Storage",
+    "check_filter",
+]
 
 FILTERS = ("completed", "failed", "filtered", "duplicate")
 COUNT_KEYS = ("completed", "failed", "filtered", "duplicate", "dead")
+LLM_COUNT_KEYS = (
+    "requests",
+    "cache_hits",
+    "prompt_tokens",
+    "completion_tokens",
+    "rate_limited",
+    "retries",
+    "reasks",
+    "cost_usd",
+    "answers_json_schema",
+    "answers_json_object",
+    "answers_prompt",
+    "judge_requests",
+    "embedding_requests",
+)
+"""What a job's model calls did, as stored per job (`cost_usd` is None while no price is
+known; the others start at 0)."""
 LOADING = "input file load incomplete"
 """The stop reason a job holds while the rows of its input file stream in, cleared in the
 transaction that stores their count. A job killed meanwhile keeps it: `jobs show` reads
@@ -103,6 +130,16 @@ class JobWriter(ABC):
         them with the next outcomes, in the same transaction."""
 
     @abstractmethod
+    def keep(self, answers: list[Answer], counts: dict[str, Any]) -> None:
+        """Model answers to cache and counts to add to the job's (see `effects.py`): stored
+        with the next outcomes, in the same transaction, by the end of this loop turn."""
+
+    @abstractmethod
+    async def committed(self) -> None:
+        """Returns once everything handed over so far is stored (raises the writer's
+        `failure` if it cannot be)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 
@@ -136,14 +173,18 @@ class Storage(ABC):
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every job row, newest first."""
 
-    def keep_llm_counts(self, job_id: str, counts: dict[str, Any]) -> None:
-        """Keep a finished job's model-layer counts where the model layer keeps none itself
-        (in-memory jobs); local storage has them in its database already."""
-        return None
-
+    @abstractmethod
     def llm_counts(self, job_id: str) -> dict[str, Any] | None:
-        """What `keep_llm_counts` kept."""
-        return None
+        """The job's model-call counts (`LLM_COUNT_KEYS`), None if it made no model call."""
+
+    @abstractmethod
+    def cached_answer(self, key: str) -> str | None:
+        """The model answer kept under cache key `key` (by any job), or None."""
+
+    @abstractmethod
+    def cached_answers(self, calls: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+        """The answers kept for each (input index, attempt) of `calls` that has any, as
+        {(index, attempt): {key: text}}: handed to calls that run elsewhere (Ray)."""
 
     def job_overviews(self, job_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """What `starfish jobs list` shows: every job row (or those of `job_ids`), newest

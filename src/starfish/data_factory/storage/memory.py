@@ -1,15 +1,17 @@
 """In-memory storage: no files at all; a job lives as long as the process.
 
-Records are kept as the very objects the function returned (no copies, no JSON).
+Records are kept as the very objects the function returned (no copies, no JSON). Model answers
+are cached for the process's lifetime, as local storage caches them in its file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from starfish.data_factory.storage.base import (
     COUNT_KEYS,
+    LLM_COUNT_KEYS,
     JobWriter,
     Progress,
     Storage,
@@ -18,19 +20,21 @@ from starfish.data_factory.storage.base import (
 from starfish.errors import ResumeError
 
 if TYPE_CHECKING:
+    from starfish.data_factory.effects import Answer
     from starfish.data_factory.state import JobState
 
 __all__ = ["MEMORY", "MemoryStorage"]
 
 
 class _MemJob:
-    __slots__ = ("attempts", "meta", "outcomes", "seq", "spec", "state")
+    __slots__ = ("attempts", "llm", "meta", "outcomes", "seq", "spec", "state")
 
     def __init__(self, meta: dict[str, Any], spec: Any, seq: int) -> None:
         self.state: dict[str, Any] = dict(meta.pop("state", None) or {})
         self.meta = meta
         self.spec = spec
         self.seq = seq
+        self.llm: dict[str, Any] = {}  # what its model calls did (LLM_COUNT_KEYS)
         # index -> (status, attempts, records); a list, so input order is free
         self.outcomes: list[tuple[str, int, list[dict[str, Any]] | None] | None] = [None] * meta[
             "num_inputs"
@@ -50,6 +54,8 @@ class MemoryStorage(Storage):
         self._jobs: dict[str, _MemJob] = {}
         self._seq = 0
         self._live: set[str] = set()  # jobs running now, in this process
+        self.answers: dict[str, str] = {}  # cache key -> model answer
+        self.answers_by_call: dict[tuple[int, int], dict[str, str]] = {}  # (index, attempt)
 
     def _job(self, job_id: str) -> _MemJob:
         try:
@@ -130,17 +136,23 @@ class MemoryStorage(Storage):
         return counts, errors
 
     def open_writer(self, job_id: str, batch_size: int) -> JobWriter:
-        return _MemWriter(self._job(job_id))
+        return _MemWriter(self._job(job_id), self)
 
     def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
         self._job(job_id).meta.update(fields)
 
-    def keep_llm_counts(self, job_id: str, counts: dict[str, Any]) -> None:
-        self._job(job_id).meta["llm"] = dict(counts)
-
     def llm_counts(self, job_id: str) -> dict[str, Any] | None:
-        counts = self._job(job_id).meta.get("llm")
-        return dict(counts) if counts else None
+        counts = self._job(job_id).llm
+        if not counts:
+            return None
+        return {k: counts.get(k, None if k == "cost_usd" else 0) for k in LLM_COUNT_KEYS}
+
+    def cached_answer(self, key: str) -> str | None:
+        return self.answers.get(key)
+
+    def cached_answers(self, calls: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+        by_call = self.answers_by_call
+        return {call: dict(by_call[call]) for call in calls if call in by_call}
 
     def iter_records(self, job_id: str, filter: str = "completed") -> Iterator[dict[str, Any]]:
         check_filter(filter)
@@ -195,8 +207,9 @@ class _MemLease:
 
 
 class _MemWriter(JobWriter):
-    def __init__(self, job: _MemJob) -> None:
+    def __init__(self, job: _MemJob, storage: MemoryStorage) -> None:
         self._job = job
+        self._storage = storage
 
     def input_done(
         self, index: int, status: str, attempts: int, records: list[dict[str, Any]] | None
@@ -215,6 +228,18 @@ class _MemWriter(JobWriter):
 
     def set_state(self, state: JobState) -> None:
         self._job.state.update(state.take_changes())
+
+    def keep(self, answers: list[Answer], counts: dict[str, Any]) -> None:
+        storage = self._storage
+        for key, text, index, attempt, _ in answers:
+            storage.answers[key] = text
+            storage.answers_by_call.setdefault((index, attempt), {})[key] = text
+        total = self._job.llm
+        for name, value in counts.items():
+            total[name] = total.get(name, 0) + value
+
+    async def committed(self) -> None:
+        """Stored already: `keep` stores at once."""
 
     def close(self) -> None:
         """Nothing to flush: every outcome is stored the moment it is handed over."""

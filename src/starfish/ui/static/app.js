@@ -167,14 +167,20 @@ async function loadChart(box, job) {
   try { data = await api(`/api/jobs/${encodeURIComponent(job.job_id)}/chart`); } catch (e) { return; }
   const pts = data.points;
   if (!pts.length) { box.replaceChildren(); return; }
+  // Each answer is kept with its cost; answers kept by an older version have none, and then
+  // the job's total is spread by tokens.
+  const priced = pts.every((p) => p[3] !== null && p[3] !== undefined);
   const totalTokens = pts.reduce((s, p) => s + p[2], 0) || 1;
   let cum = 0;
-  const cost = pts.map((p) => { cum += p[2]; return job.cost_usd ? (job.cost_usd * cum) / totalTokens : 0; });
+  const cost = pts.map((p) => {
+    if (priced) { cum += p[3]; return cum; }
+    cum += p[2]; return job.cost_usd ? (job.cost_usd * cum) / totalTokens : 0;
+  });
   box.replaceChildren(el("h2", {}, "Over time"),
     el("div", { class: "cards" },
       lineChart("requests/s", pts.map((p) => [p[0], p[1]])),
       lineChart("tokens/s", pts.map((p) => [p[0], p[2]])),
-      lineChart("cost (total spread by tokens)", pts.map((p, i) => [p[0], cost[i]]))));
+      lineChart(priced ? "cost" : "cost (total spread by tokens)", pts.map((p, i) => [p[0], cost[i]]))));
 }
 
 function lineChart(title, points) {

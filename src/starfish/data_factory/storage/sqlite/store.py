@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starfish.data_factory.storage.base import JobWriter, Progress, Storage, check_filter
-from starfish.data_factory.storage.sqlite import input_rows, reads, reserve
+from starfish.data_factory.storage.sqlite import cache, input_rows, reads, reserve
 from starfish.data_factory.storage.sqlite.codec import dumps, json_column
 from starfish.data_factory.storage.sqlite.connection import (
     SCHEMA,
@@ -61,6 +61,7 @@ class SqliteStorage(Storage):
                 conn = connect(self.path)
                 try:
                     conn.executescript(SCHEMA)
+                    cache.ensure(conn)
                 except BaseException:
                     conn.close()
                     raise
@@ -153,7 +154,7 @@ class SqliteStorage(Storage):
     @reading
     def open_writer(self, job_id: str, batch_size: int) -> JobWriter:
         conn = self._db()
-        return SqliteWriter(conn, job_rowid(conn, job_id), batch_size, self.path)
+        return SqliteWriter(conn, job_id, job_rowid(conn, job_id), batch_size, self.path)
 
     # leases ----------------------------------------------------------------------------
     def _lease_path(self, job_id: str) -> Path:
@@ -262,3 +263,17 @@ class SqliteStorage(Storage):
     @reading
     def dead_queue(self, job_id: str) -> list[int]:
         return reads.dead_queue(self._db(), job_id)
+
+    # model answers and counts ----------------------------------------------------------
+    @reading
+    def llm_counts(self, job_id: str) -> dict[str, Any] | None:
+        conn = self._existing_db()
+        return None if conn is None else cache.llm_counts(conn, job_id)
+
+    @reading
+    def cached_answer(self, key: str) -> str | None:
+        return cache.cached_answer(self._db(), key)
+
+    @reading
+    def cached_answers(self, calls: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+        return cache.cached_answers(self._db(), calls)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starfish.data_factory.storage.base import JobWriter
+from starfish.data_factory.storage.sqlite.cache import upsert_counts
 from starfish.data_factory.storage.sqlite.codec import (
     MAX_TEXT,
     check_text,
@@ -18,6 +19,9 @@ from starfish.data_factory.storage.sqlite.connection import SHIFT, transaction
 from starfish.data_factory.storage.sqlite.errors import storage_error
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from starfish.data_factory.effects import Answer
     from starfish.data_factory.state import JobState
 
 __all__ = ["SqliteWriter"]
@@ -38,11 +42,14 @@ class SqliteWriter(JobWriter):
     the loop from turning, so then at most `_MAX_PENDING` outcomes wait.
     """
 
-    def __init__(self, conn: sqlite3.Connection, jid: int, batch_size: int, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, job_id: str, jid: int, batch_size: int, path: Path
+    ) -> None:
         import asyncio  # here: reading jobs (`starfish jobs list`) does not need it
 
         self._path = path
         self._conn = conn
+        self._job_id = job_id
         self._jid = jid
         self._base = jid << SHIFT
         self._batch_size = batch_size
@@ -50,6 +57,9 @@ class SqliteWriter(JobWriter):
         self._inputs: list[tuple[int, str, int, str | None]] = []
         self._attempts: list[tuple[int, int, int, str, str | None, str]] = []
         self._state: dict[str, str] = {}
+        self._answers: list[tuple[str, str, str, int, int, float | None]] = []
+        self._counts: dict[str, Any] = {}
+        self._waiting: list[asyncio.Future[None]] = []  # callers of `committed`
         self._scheduled = False
         self._error: BaseException | None = None
 
@@ -89,27 +99,66 @@ class SqliteWriter(JobWriter):
     def set_state(self, state: JobState) -> None:
         self._state.update(state.take_json_changes())
 
+    def keep(self, answers: list[Answer], counts: dict[str, Any]) -> None:
+        job_id = self._job_id
+        for key, text, index, attempt, cost in answers:
+            if not text.isascii() or len(text) > MAX_TEXT:
+                check_text(text)
+            self._answers.append((key, text, job_id, index, attempt, cost))
+        total = self._counts
+        for name, value in counts.items():
+            total[name] = total.get(name, 0) + value
+        if not self._scheduled:  # whatever batch_size says: a call waits for this commit
+            self._scheduled = True
+            self._loop.call_soon(self._commit_at_end_of_turn)
+
+    async def committed(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if not self._scheduled:
+            return
+        future = self._loop.create_future()
+        self._waiting.append(future)
+        await future
+
     def _commit_at_end_of_turn(self) -> None:
         self._scheduled = False
         self._commit_now()
 
     def _commit_now(self) -> None:
-        if self._error is not None:
-            return
-        try:
-            self._commit()
-        except Exception as exc:  # kept for close(), which raises it: never lost silently
-            self._error = exc
-            self.failure = storage_error(self._path, exc)
-            if self.on_failure is not None:
-                self.on_failure(self.failure)  # the job stops: no new call starts
+        waiting, self._waiting = self._waiting, []
+        if self._error is None:
+            try:
+                self._commit()
+            except Exception as exc:  # kept for close(), which raises it: never lost silently
+                self._error = exc
+                self.failure = storage_error(self._path, exc)
+                if self.on_failure is not None:
+                    self.on_failure(self.failure)  # the job stops: no new call starts
+        for future in waiting:
+            if future.done():
+                continue
+            if self.failure is not None:
+                future.set_exception(self.failure)
+            else:
+                future.set_result(None)
 
     def _commit(self) -> None:
         inputs, attempts, state = self._inputs, self._attempts, self._state
-        if not (inputs or attempts or state):
+        answers, counts = self._answers, self._counts
+        if not (inputs or attempts or state or answers or counts):
             return
         self._inputs, self._attempts, self._state = [], [], {}
+        self._answers, self._counts = [], {}
         with transaction(self._conn) as conn:
+            if answers:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO llm_cache "
+                    "(key, response, job_id, idx, attempt, cost_usd) VALUES (?, ?, ?, ?, ?, ?)",
+                    answers,
+                )
+            if counts:
+                upsert_counts(conn, self._job_id, counts)
             if inputs:
                 conn.executemany(
                     "INSERT OR REPLACE INTO inputs (key, status, attempts, data) "
