@@ -37,6 +37,8 @@ class JobContext:
     writer: Any = None
     cached: Callable[[str], str | None] | None = None
     shared: Any = None  # in a Ray worker: the job's grants of limits and budget (grants.py)
+    storage: Any = None  # the job's `Storage` (what the batch lane stored in an earlier run)
+    lanes: dict[Any, Any] = field(default_factory=dict)  # the model layer's batch lanes
 
     def spent_usd(self) -> float:
         """What the job's model calls have cost so far, over all its runs (unknown prices: 0)."""

@@ -8,7 +8,11 @@ the call asked for is keyed by (input, attempt), so the second run finds the ans
 dispatcher collected and replays them.
 
 A dispatcher is any object with two methods (`Dispatcher`); one is shared by every call that
-defers to it, and the job waits on it while any of its inputs wait. A job stopped or killed
+defers to it, and the job waits on it while any of its inputs wait. One that gathers what its
+inputs wait for (a batch lane) may also have `flush()`: the job calls it when every input left
+is waiting, so that it sends what it gathered instead of waiting for more. An error raised by
+`wait_ready` stops the job: with its `stop_status` and message as the reason when it has one
+(a budget, a batch the provider rejected), else as `failed`. A job stopped or killed
 while inputs wait keeps them `waiting`; a resume runs them again (and they may defer again).
 """
 

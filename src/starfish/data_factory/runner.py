@@ -136,6 +136,7 @@ class Runner:
         # deferred inputs: each dispatcher they wait on, and one task listening to it
         self.waiting: set[int] = set()
         self._dispatchers: dict[int, asyncio.Task[None]] = {}
+        self._dispatcher_objects: list[Dispatcher] = []
         # what the model layer keys its cache by (context.py): one list per worker
         self._calls: list[list[Any]] = [[None] * 5 for _ in range(concurrency)]
         self._state_version = state.version
@@ -173,6 +174,10 @@ class Runner:
         finally:
             for listener in self._dispatchers.values():
                 listener.cancel()
+            for dispatcher in self._dispatcher_objects:
+                close = getattr(dispatcher, "close", None)
+                if close is not None:
+                    close()
             if self._watchdog is not None:
                 self._watchdog.close()
             self._save_state()
@@ -209,6 +214,8 @@ class Runner:
         while True:
             index = queue.take()
             if index is None:
+                if queue.stalled:
+                    self._flush_dispatchers()
                 await queue.wait()
                 if queue.finished:
                     return
@@ -428,6 +435,14 @@ class Runner:
         if id(dispatcher) not in self._dispatchers:
             loop = asyncio.get_running_loop()
             self._dispatchers[id(dispatcher)] = loop.create_task(self._listen(dispatcher))
+            self._dispatcher_objects.append(dispatcher)
+
+    def _flush_dispatchers(self) -> None:
+        """Every input left waits: dispatchers that gather work send what they have."""
+        for dispatcher in self._dispatcher_objects:
+            flush = getattr(dispatcher, "flush", None)
+            if flush is not None:
+                flush()
 
     async def _listen(self, dispatcher: Dispatcher) -> None:
         """Send the inputs the dispatcher says are ready back to the queue."""
@@ -440,8 +455,12 @@ class Runner:
                         self._queue.come_back(index)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a broken dispatcher: its inputs would wait forever
-            self._stop("failed", f"dispatcher {type(dispatcher).__name__} failed: {exc!r}")
+        except Exception as exc:  # its inputs would wait forever: the job stops
+            status = getattr(exc, "stop_status", None)
+            if isinstance(status, str):
+                self._stop(status, str(exc))
+            else:
+                self._stop("failed", f"dispatcher {type(dispatcher).__name__} failed: {exc!r}")
 
     def _save_state(self) -> None:
         if self.state.version != self._state_version:

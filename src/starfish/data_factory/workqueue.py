@@ -52,6 +52,15 @@ class WorkQueue:
             return True
         return self._exhausted and not (self._busy or self._timers or self._ready or self._held)
 
+    @property
+    def stalled(self) -> bool:
+        """Every input left waits on a dispatcher: nothing else can make progress."""
+        return bool(
+            self._held
+            and self._exhausted
+            and not (self._closed or self._busy or self._timers or self._ready)
+        )
+
     async def wait(self) -> None:
         """Until work may have appeared or the queue finished; at once if it has finished,
         waking every idle worker so that each sees it too."""

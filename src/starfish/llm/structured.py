@@ -158,6 +158,9 @@ class StructuredLLM:
         structured_output: str = "auto",
         api_key_env: str | None = None,
         transport: Transport | None = None,
+        batch: bool = False,
+        batch_size: int | None = None,
+        batch_poll_s: float | None = None,
     ) -> None:
         from starfish.llm.cost import price_for
         from starfish.llm.endpoint import endpoint_for
@@ -190,6 +193,7 @@ class StructuredLLM:
                 f"structured_output={structured_output!r} needs an output_schema: without one "
                 "the answer is kept as text."
             )
+        _check_batch(model_name, base_url, batch, batch_size, batch_poll_s, cache)
         kwargs = dict(model_kwargs or {})
         bad = [k for k in kwargs if k in _RESERVED]
         if bad:
@@ -227,6 +231,9 @@ class StructuredLLM:
             "request_timeout": request_timeout,
             "structured_output": structured_output,
             "api_key_env": api_key_env,
+            "batch": bool(batch),
+            "batch_size": batch_size,
+            "batch_poll_s": batch_poll_s,
         }
         self.model_name = model_name
         self.model_kwargs = kwargs
@@ -235,6 +242,10 @@ class StructuredLLM:
         self.max_retries = max_retries
         self.request_timeout = float(request_timeout)
         self.structured_output = structured_output
+        self.batch = bool(batch)
+        self.batch_size = batch_size
+        self.batch_poll_s = batch_poll_s
+        self._explicit_base_url = base_url
         self.option_names: dict[str, str] = {
             "max_tokens": "max_tokens in model_kwargs",
             "structured_output": "structured_output={!r}",
@@ -357,7 +368,8 @@ class StructuredLLM:
                         f"re-ask(s): {exc}"
                     ) from None
                 reasks_left -= 1
-                await self._count(call, {"reasks": 1})
+                if not self.batch:  # the batch lane counts a re-ask once, when it is sent
+                    await self._count(call, {"reasks": 1})
                 messages = [
                     *messages,
                     {"role": "assistant", "content": content or ""},
@@ -443,6 +455,8 @@ class StructuredLLM:
 
         payload = json.dumps(body, separators=(",", ":")).encode()
         key = None
+        if self.batch:
+            self._check_batch_call(call)
         if call is not None and self.cache and call.job.llm_cache:
             digest = hashlib.sha256(payload).digest()
             key = cache_key(
@@ -451,15 +465,23 @@ class StructuredLLM:
             kept = call.cached(key)
             hit = json.loads(kept) if kept is not None else None
             if hit is not None:
+                replay = False
+                if self.batch:
+                    self._raise_batch_failure(hit)
+                    # an answer this job's batches brought: counted as a batch request already
+                    replay = self._lane(call.job).owns(key)
                 unsupported = isinstance(hit, dict) and _UNSUPPORTED in hit
                 if unsupported:
                     self._refuse(rung)  # before any await, as below
-                await self._count(call, {"cache_hits": 1})
+                if not replay:
+                    await self._count(call, {"cache_hits": 1})
                 if unsupported:
                     raise _Unsupported(hit[_UNSUPPORTED])
                 return hit, True, (0, 0, 0.0 if self._price is not None else None)
 
         estimate = self._estimate(body)
+        if self.batch and key is not None:
+            raise await self._defer_to_batch(call, key, body, rung, estimate)
         limiter = self._limiter
         failures = limited = 0
         while True:
@@ -602,6 +624,82 @@ class StructuredLLM:
                 f"the server at {self.base_url} answered HTTP {status}: {message}"
             )
 
+    # the batch lane (batch/lane.py) ----------------------------------------------------------
+    def _check_batch_call(self, call: Any) -> None:
+        """Where a batch call can run: in a job that outlives the process, in its driver."""
+        where = None
+        if call is None:
+            where = "outside a @data_factory job (a batch must outlive the process)"
+        elif call.effects is not None:
+            where = "in a Ray worker: run batch jobs with the local executor"
+        elif call.job.db_path is None:
+            where = "in a job with storage='in_memory' (a batch must outlive the process)"
+        elif not call.job.llm_cache:
+            where = "in a job with llm_cache=False (answers come back through the cache)"
+        if where is not None:
+            raise LLMConfigError(f"StructuredLLM(batch=True) cannot run {where}.")
+
+    def _raise_batch_failure(self, hit: Any) -> None:
+        """A line that failed inside its batch: this attempt fails the way the online request
+        would have (a refused key stops the job; anything else follows the job's rules)."""
+        from starfish.llm.batch.lane import FAILED
+
+        if not (isinstance(hit, dict) and FAILED in hit):
+            return
+        error = hit[FAILED] if isinstance(hit[FAILED], dict) else {}
+        message = self._scrub(str(error.get("message") or error.get("code") or "no reason"))
+        status = error.get("status")
+        if status in (401, 403):
+            raise LLMAuthError(
+                f"the batch API at {self.base_url} refused the API key (HTTP {status}): {message}"
+            )
+        raise LLMRequestError(f"the request failed inside its batch: {message}")
+
+    async def _defer_to_batch(
+        self, call: Any, key: str, body: dict[str, Any], rung: str | None, estimate: int
+    ) -> BaseException:
+        """Hand the request to the job's batch lane; the input waits for its answer."""
+        from starfish.data_factory.deferred import Deferred
+        from starfish.llm.cost import cost_usd
+
+        lane = self._lane(call.job)
+        prompt = estimate - self._completion_estimate
+        usd = cost_usd(self._price, prompt, self._completion_estimate)
+        new = lane.request(key, call.index, call.attempt, body, mode_of(rung), (usd or 0.0) / 2)
+        if new and len(body["messages"]) > 1:
+            await self._count(call, {"reasks": 1})
+        return Deferred(lane, "waiting for a batch")
+
+    def _lane(self, job: Any) -> Any:
+        from starfish.llm.batch.lane import BatchLane
+        from starfish.llm.cost import cost_usd
+
+        lane = job.lanes.get(self._endpoint)
+        if lane is None:
+            poll = os.environ.get("STARFISH_BATCH_POLL_S") or self.batch_poll_s or 30.0
+            price = self._price
+            lane = job.lanes[self._endpoint] = BatchLane(
+                job,
+                self._batch_client(),
+                size=self.batch_size,
+                poll_s=float(poll),
+                cost=lambda pt, ct: cost_usd(price, pt, ct),
+                family=self._family,
+                describe={"provider": self.provider, "model": self.model_name},
+            )
+        return lane
+
+    def _batch_client(self) -> Any:
+        transport = self._endpoint.transport
+        key = self._target.api_key
+        if self.provider == "anthropic":
+            from starfish.llm.batch import AnthropicBatchClient
+
+            return AnthropicBatchClient(key, self._explicit_base_url, transport=transport)
+        from starfish.llm.batch import OpenAIBatchClient
+
+        return OpenAIBatchClient(self.base_url, key, transport=transport)
+
     def _estimate(self, body: dict[str, Any]) -> int:
         """Tokens the request may use, for the limiter and the budget: a quarter of the
         prompt's characters and the answer's allowance (the embeddings client counts its
@@ -722,6 +820,38 @@ class StructuredLLM:
         if owner is not None:
             with contextlib.suppress(Exception):
                 owner.record_now(counts, self._family)
+
+
+BATCH_PROVIDERS = ("openai", "groq", "together", "anthropic")
+"""Providers with a batch API at half price (and any `base_url=` server implementing OpenAI's
+Files and Batches endpoints)."""
+
+
+def _check_batch(
+    model_name: str,
+    base_url: str | None,
+    batch: bool,
+    size: int | None,
+    poll_s: float | None,
+    cache: bool,
+) -> None:
+    if not batch:
+        if size is not None or poll_s is not None:
+            raise LLMConfigError("batch_size= and batch_poll_s= need batch=True")
+        return
+    family = model_name.split("/", 1)[0] if "/" in model_name else ""
+    if base_url is None and family not in BATCH_PROVIDERS:
+        raise LLMConfigError(
+            f"batch=True is for providers with a batch API: "
+            f"{', '.join(p + '/' for p in BATCH_PROVIDERS)} or a base_url= server that "
+            f"implements OpenAI's Files and Batches endpoints; not {model_name!r}."
+        )
+    if not cache:
+        raise LLMConfigError("batch=True needs cache=True: batch answers come back through it")
+    if size is not None and (not is_int(size) or size < 1):
+        raise LLMConfigError(f"batch_size must be an int >= 1, not {size!r}")
+    if poll_s is not None and not is_positive(poll_s):
+        raise LLMConfigError(f"batch_poll_s must be a positive number, not {poll_s!r}")
 
 
 def _restore(init: dict[str, Any]) -> StructuredLLM:

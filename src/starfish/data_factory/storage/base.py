@@ -43,6 +43,7 @@ LLM_COUNT_KEYS = (
     "answers_prompt",
     "judge_requests",
     "embedding_requests",
+    "batch_requests",
 )
 """What a job's model calls did, as stored per job (`cost_usd` is None while no price is
 known; the others start at 0)."""
@@ -135,6 +136,11 @@ class JobWriter(ABC):
         with the next outcomes, in the same transaction, by the end of this loop turn."""
 
     @abstractmethod
+    def keep_batches(self, rows: list[dict[str, Any]]) -> None:
+        """Submissions of the batch lane (each a JSON object with its `submission` id), stored
+        with the next commit, replacing those of the same id."""
+
+    @abstractmethod
     async def committed(self) -> None:
         """Returns once everything handed over so far is stored (raises the writer's
         `failure` if it cannot be)."""
@@ -176,6 +182,10 @@ class Storage(ABC):
     @abstractmethod
     def llm_counts(self, job_id: str) -> dict[str, Any] | None:
         """The job's model-call counts (`LLM_COUNT_KEYS`), None if it made no model call."""
+
+    @abstractmethod
+    def batches(self, job_id: str) -> list[dict[str, Any]]:
+        """What `JobWriter.keep_batches` stored for the job, oldest first."""
 
     @abstractmethod
     def cached_answer(self, key: str) -> str | None:

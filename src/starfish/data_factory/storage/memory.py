@@ -27,7 +27,7 @@ __all__ = ["MEMORY", "MemoryStorage"]
 
 
 class _MemJob:
-    __slots__ = ("attempts", "llm", "meta", "outcomes", "seq", "spec", "state")
+    __slots__ = ("attempts", "batches", "llm", "meta", "outcomes", "seq", "spec", "state")
 
     def __init__(self, meta: dict[str, Any], spec: Any, seq: int) -> None:
         self.state: dict[str, Any] = dict(meta.pop("state", None) or {})
@@ -35,6 +35,7 @@ class _MemJob:
         self.spec = spec
         self.seq = seq
         self.llm: dict[str, Any] = {}  # what its model calls did (LLM_COUNT_KEYS)
+        self.batches: dict[str, dict[str, Any]] = {}  # the batch lane's submissions
         # index -> (status, attempts, records); a list, so input order is free
         self.outcomes: list[tuple[str, int, list[dict[str, Any]] | None] | None] = [None] * meta[
             "num_inputs"
@@ -147,6 +148,9 @@ class MemoryStorage(Storage):
             return None
         return {k: counts.get(k, None if k == "cost_usd" else 0) for k in LLM_COUNT_KEYS}
 
+    def batches(self, job_id: str) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._job(job_id).batches.values()]
+
     def cached_answer(self, key: str) -> str | None:
         return self.answers.get(key)
 
@@ -237,6 +241,10 @@ class _MemWriter(JobWriter):
         total = self._job.llm
         for name, value in counts.items():
             total[name] = total.get(name, 0) + value
+
+    def keep_batches(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._job.batches[row["submission"]] = dict(row)
 
     async def committed(self) -> None:
         """Stored already: `keep` stores at once."""

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS llm_counts (
     answers_json_object INTEGER NOT NULL DEFAULT 0,
     answers_prompt INTEGER NOT NULL DEFAULT 0,
     judge_requests INTEGER NOT NULL DEFAULT 0,
-    embedding_requests INTEGER NOT NULL DEFAULT 0
+    embedding_requests INTEGER NOT NULL DEFAULT 0,
+    batch_requests INTEGER NOT NULL DEFAULT 0
 );
 """
 _ADDED_CACHE = (
@@ -59,6 +60,7 @@ _ADDED_COUNTS = (
     "answers_prompt",
     "judge_requests",
     "embedding_requests",
+    "batch_requests",
 )
 
 _UPSERT_COUNTS = (
@@ -69,7 +71,9 @@ _UPSERT_COUNTS = (
 
 def ensure(conn: sqlite3.Connection) -> None:
     """Create the tables, or add the columns an earlier version's tables lack."""
-    conn.executescript(_SCHEMA)
+    from starfish.data_factory.storage.sqlite.batches import SCHEMA as BATCHES
+
+    conn.executescript(_SCHEMA + BATCHES)
     have = {row[1] for row in conn.execute("PRAGMA table_info(llm_cache)")}
     for column, kind in _ADDED_CACHE:
         if column not in have:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starfish.data_factory.storage.base import JobWriter, Progress, Storage, check_filter
-from starfish.data_factory.storage.sqlite import cache, input_rows, reads, reserve
+from starfish.data_factory.storage.sqlite import batches, cache, input_rows, reads, reserve
 from starfish.data_factory.storage.sqlite.codec import dumps, json_column
 from starfish.data_factory.storage.sqlite.connection import (
     SCHEMA,
@@ -269,6 +269,11 @@ class SqliteStorage(Storage):
     def llm_counts(self, job_id: str) -> dict[str, Any] | None:
         conn = self._existing_db()
         return None if conn is None else cache.llm_counts(conn, job_id)
+
+    @reading
+    def batches(self, job_id: str) -> list[dict[str, Any]]:
+        conn = self._existing_db()
+        return [] if conn is None else batches.batches(conn, job_id)
 
     @reading
     def cached_answer(self, key: str) -> str | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starfish.data_factory.storage.base import JobWriter
+from starfish.data_factory.storage.sqlite import batches
 from starfish.data_factory.storage.sqlite.cache import upsert_counts
 from starfish.data_factory.storage.sqlite.codec import (
     MAX_TEXT,
@@ -59,6 +60,7 @@ class SqliteWriter(JobWriter):
         self._state: dict[str, str] = {}
         self._answers: list[tuple[str, str, str, int, int, float | None]] = []
         self._counts: dict[str, Any] = {}
+        self._batches: list[dict[str, Any]] = []
         self._waiting: list[asyncio.Future[None]] = []  # callers of `committed`
         self._scheduled = False
         self._error: BaseException | None = None
@@ -112,6 +114,12 @@ class SqliteWriter(JobWriter):
             self._scheduled = True
             self._loop.call_soon(self._commit_at_end_of_turn)
 
+    def keep_batches(self, rows: list[dict[str, Any]]) -> None:
+        self._batches.extend(rows)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._commit_at_end_of_turn)
+
     async def committed(self) -> None:
         if self.failure is not None:
             raise self.failure
@@ -145,12 +153,14 @@ class SqliteWriter(JobWriter):
 
     def _commit(self) -> None:
         inputs, attempts, state = self._inputs, self._attempts, self._state
-        answers, counts = self._answers, self._counts
-        if not (inputs or attempts or state or answers or counts):
+        answers, counts, submissions = self._answers, self._counts, self._batches
+        if not (inputs or attempts or state or answers or counts or submissions):
             return
         self._inputs, self._attempts, self._state = [], [], {}
-        self._answers, self._counts = [], {}
+        self._answers, self._counts, self._batches = [], {}, []
         with transaction(self._conn) as conn:
+            if submissions:
+                batches.upsert(conn, self._job_id, submissions)
             if answers:
                 conn.executemany(
                     "INSERT OR REPLACE INTO llm_cache "
