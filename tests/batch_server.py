@@ -13,10 +13,12 @@ Scriptable, for the batch lane's fault cases:
 - `reject(message, code=)`: the next OpenAI batch ends `failed` with that error (Anthropic
   has no failed state: its create answers 400 instead);
 - `script({"status": 429, "headers": {...}}, {"status": 503, "match": "POST /v1/batches"},
-  {"drop": True})`: the next requests (matching `match`, a "METHOD /path" prefix, if given)
-  get that answer instead;
+  {"drop": True}, {"drop_after": True})`: the next requests (matching `match`, a
+  "METHOD /path" prefix, if given) get that answer instead (`drop_after`: carried out, but
+  the connection closes before the answer);
 - counts: `uploads` (each file with its bytes), `batches` (each with its lines), `requests`
-  (method, path, headers of every request).
+  (method, path, headers of every request), `received` (the raw bodies of uploads and
+  Anthropic creates).
 
 Without `hold`, a batch finishes when it is first retrieved or listed after its creation
 (OpenAI: created `validating`; Anthropic: created `in_progress`).
@@ -33,6 +35,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 
 from aiohttp import web
@@ -198,6 +202,7 @@ class BatchServer:
         self.uploads_out: dict[str, Upload] = {}  # output and error files this server wrote
         self.batches: dict[str, Batch] = {}
         self.requests: list[dict[str, Any]] = []  # {"method", "path", "headers"}
+        self.received: list[bytes] = []  # every upload and Anthropic create body, raw
         self._failing: dict[str, tuple[int, str]] = {}
         self._rejects: deque[tuple[str, str]] = deque()
         self._script: deque[dict[str, Any]] = deque()
@@ -222,7 +227,8 @@ class BatchServer:
     # scripting -----------------------------------------------------------------------------
     def script(self, *faults: dict[str, Any]) -> None:
         """Answer the next requests with these, in order. Keys: `status` (with `headers`,
-        `error`), `drop` (close the connection without an answer), `match` (only a request
+        `error`), `drop` (close the connection without an answer), `drop_after` (carry the
+        request out, then close the connection before the answer is read), `match` (only a request
         whose "METHOD /path" starts with this takes the fault)."""
         with self._lock:
             self._script.extend(faults)
@@ -462,7 +468,7 @@ class BatchServer:
         anthropic = request.path.startswith("/v1/messages/")
         error = self._anthropic_error if anthropic else self._openai_error
         fault = self._fault(request)
-        if fault is not None:
+        if fault is not None and not fault.get("drop_after"):
             if fault.get("drop"):
                 assert request.transport is not None
                 request.transport.close()
@@ -479,18 +485,22 @@ class BatchServer:
         elif self.key is not None and request.headers.get("Authorization") != f"Bearer {self.key}":
             return error(401, "Incorrect API key provided")
         response: web.StreamResponse = await handler(request)
+        if fault is not None and fault.get("drop_after"):  # done, but the answer is lost
+            assert request.transport is not None
+            request.transport.close()
         return response
 
     async def _upload(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        purpose, upload = form.get("purpose"), form.get("file")
-        if not isinstance(upload, web.FileField) or not isinstance(purpose, str):
+        raw = await request.read()
+        self.received.append(raw)
+        form = _form(request.headers.get("Content-Type", ""), raw)
+        if form is None or "purpose" not in form or "file" not in form:
             return self._openai_error(400, "a multipart form with `file` and `purpose` is required")
-        content = upload.file.read()
+        purpose, (filename, content) = form["purpose"][1], form["file"]
         with self._lock:
             file_id = self._new_id("file-")
             self.uploads[file_id] = Upload(
-                file_id, upload.filename, purpose, content, int(time.time())
+                file_id, filename or "upload", purpose.decode(), content, int(time.time())
             )
             return web.json_response(self.uploads[file_id].as_json())
 
@@ -633,8 +643,10 @@ class BatchServer:
 
     # Anthropic ------------------------------------------------------------------------------
     async def _create_anthropic(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        self.received.append(raw)
         try:
-            body = json.loads(await request.read())
+            body = json.loads(raw)
         except ValueError:
             return self._anthropic_error(400, "the body is not JSON")
         requests = body.get("requests") if isinstance(body, dict) else None
@@ -811,6 +823,25 @@ class BatchServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _form(content_type: str, raw: bytes) -> dict[str, tuple[str | None, bytes]] | None:
+    """The fields of a multipart/form-data body ({name: (filename, bytes)}), read by the
+    standard library's MIME parser (strictly: a body it cannot read is None)."""
+    if not content_type.startswith("multipart/form-data"):
+        return None
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + raw)
+    if not message.is_multipart() or message.defects:
+        return None
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(name, str) or not isinstance(payload, bytes):
+            return None
+        fields[name] = (part.get_filename(), payload)
+    return fields
 
 
 def _int(t: float | None) -> int | None:

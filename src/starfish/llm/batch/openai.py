@@ -14,6 +14,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from starfish.llm.batch.common import (
@@ -131,7 +132,7 @@ class OpenAIBatchClient:
                     created_after=started - 60,
                 ) from None
             created = found
-        return self._ref(created)
+        return replace(self._ref(created), requests=len(lines))  # counts are 0 while validating
 
     async def status(self, ref: BatchRef) -> BatchStatus:
         return self._status(await self._batch(ref))
@@ -205,6 +206,7 @@ class OpenAIBatchClient:
             after = str(batches[-1]["id"])
 
     def _ref(self, batch: Mapping[str, Any]) -> BatchRef:
+        """The reference of a listed batch (`requests` is 0 while OpenAI validates it)."""
         counts = batch.get("request_counts") or {}
         return BatchRef(
             provider=self.provider,

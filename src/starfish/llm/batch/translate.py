@@ -91,7 +91,10 @@ def messages_params(
     Anthropic equivalent is an error here, before any upload, not a failed line later."""
     if not isinstance(body.get("model"), str) or not isinstance(body.get("messages"), list):
         raise LLMConfigError("a chat-completions body needs `model` and a list of `messages`")
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or default_max_tokens
+    max_tokens = next(
+        (body[k] for k in ("max_tokens", "max_completion_tokens") if body.get(k) is not None),
+        default_max_tokens,
+    )
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise LLMConfigError(f"max_tokens must be a positive integer, not {max_tokens!r}")
     params: dict[str, Any] = {"model": body["model"], "max_tokens": max_tokens}
