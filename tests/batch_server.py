@@ -637,7 +637,7 @@ class BatchServer:
                 batch.stamps["cancelling_at"] = time.time()
             elif batch.status not in ("cancelling", "cancelled"):
                 return self._openai_error(
-                    409, f"Cannot cancel a batch with status '{batch.status}'."
+                    400, f"Cannot cancel a batch with status '{batch.status}'."
                 )
             return web.json_response(self._openai_json(batch))
 

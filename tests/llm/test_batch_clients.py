@@ -334,6 +334,23 @@ def test_cancel_keeps_the_finished_answers(batch_server, kind):
     assert all(r.unfinished for cid, r in results.items() if cid in ("r-2", "r-3"))
 
 
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_cancelling_an_ended_batch_leaves_it_ended(batch_server, kind):
+    client = client_for(kind, batch_server)
+
+    async def run() -> tuple[Any, dict[str, BatchResult]]:
+        ref = await client.submit(lines_for(client, 2), JOB)
+        await client.status(ref)
+        return await client.cancel(ref), await collect(client, ref)
+
+    status, results = asyncio.run(run())
+    assert status.state == "ended" and len(results) == 2
+    assert (
+        sum(r["method"] == "POST" and r["path"].endswith("/cancel") for r in batch_server.requests)
+        == 1
+    )
+
+
 # the key ------------------------------------------------------------------------------------
 
 
@@ -348,6 +365,10 @@ def test_the_key_is_in_headers_only_never_in_an_uploaded_file_or_an_error(batch_
     with pytest.raises(LLMConfigError, match="holds the API key") as refused:
         asyncio.run(client.submit([leaky], JOB))
     assert KEY not in str(refused.value)
+    batch_server.fail("r-0", status=400, message=f"a line naming {KEY}")
+    ref = asyncio.run(client.submit(lines_for(client, 1), JOB))
+    (failed,) = asyncio.run(collect(client, ref)).values()
+    assert KEY not in json.dumps(failed.body) and "***" in failed.body["error"]["message"]
     batch_server.script({"status": 400, "error": f"bad key {KEY} in your request"})
     with pytest.raises(LLMRequestError) as caught:
         asyncio.run(client.status(BatchRef(kind, "b", 0.0, 1)))

@@ -19,6 +19,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,7 +138,7 @@ class AnthropicBatchClient:
         for raw in answer.text.splitlines():
             result = _result(raw)
             if result is not None:
-                yield result
+                yield self._scrubbed(result)
 
     async def cancel(self, ref: BatchRef) -> BatchStatus:
         """Ask Anthropic to stop the batch (`canceling`, then `ended`); finished answers stay
@@ -183,6 +184,14 @@ class AnthropicBatchClient:
             after = str(page.get("last_id") or batches[-1]["id"])
 
     # ----------------------------------------------------------------------------------------
+    def _scrubbed(self, result: BatchResult) -> BatchResult:
+        """A failed line's message without the key (it goes into the job's error records)."""
+        error = result.body.get("error")
+        if result.ok or not isinstance(error, dict) or not isinstance(error.get("message"), str):
+            return result
+        body = {**result.body, "error": {**error, "message": self._http.scrub(error["message"])}}
+        return replace(result, body=body)
+
     async def _batch(self, ref: BatchRef) -> dict[str, Any]:
         data = await self._http.json("GET", f"{self._batches}/{ref.batch_id}")
         if not isinstance(data, dict):

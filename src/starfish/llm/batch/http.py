@@ -38,8 +38,8 @@ __all__ = ["BatchHTTP", "scrub"]
 
 MAX_MESSAGE = 500
 """Characters of a server's error message kept in errors (after the key is scrubbed)."""
-_RETRIED = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
-"""Statuses worth another try (409: OpenAI's "a batch is being processed" lock conflicts)."""
+_RETRIED = frozenset({408, 425, 429, 500, 502, 503, 504, 529})
+"""Statuses worth another try (529: Anthropic's "overloaded")."""
 
 
 def scrub(text: str, key: str | None, limit: int = MAX_MESSAGE) -> str:
@@ -165,10 +165,10 @@ class BatchHTTP:
                     if not parse:
                         return answer
                     data = answer.data()
-                    if not isinstance(data, (dict, list)):
+                    if not isinstance(data, dict):
                         raise LLMRequestError(
-                            f"{self._where(url)} answered {status} with a body that is not JSON: "
-                            f"{self.scrub(str(data), 200)}"
+                            f"{self._where(url)} answered {status} with a body that is not a "
+                            f"JSON object: {self.scrub(str(data), 200)}"
                         )
                     return data
                 data = answer.data()

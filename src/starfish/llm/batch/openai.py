@@ -153,7 +153,7 @@ class OpenAIBatchClient:
             for raw in answer.text.splitlines():
                 result = _result(raw)
                 if result is not None:
-                    yield result
+                    yield self._scrubbed(result)
 
     async def cancel(self, ref: BatchRef) -> BatchStatus:
         """Ask the provider to stop the batch; its finished answers stay readable. A batch
@@ -181,6 +181,14 @@ class OpenAIBatchClient:
         return [self._ref(b) for b in await self._listed(key, value, created_after)]
 
     # ----------------------------------------------------------------------------------------
+    def _scrubbed(self, result: BatchResult) -> BatchResult:
+        """A failed line's message without the key (it goes into the job's error records)."""
+        error = result.body.get("error")
+        if result.ok or not isinstance(error, dict) or not isinstance(error.get("message"), str):
+            return result
+        body = {**result.body, "error": {**error, "message": self._http.scrub(error["message"])}}
+        return replace(result, body=body)
+
     async def _batch(self, ref: BatchRef) -> dict[str, Any]:
         data = await self._http.json("GET", f"{self.base_url}/batches/{ref.batch_id}")
         if not isinstance(data, dict):
