@@ -144,7 +144,7 @@ class BatchHTTP:
             try:
                 answer: Response = await self.transport.send(request)
             except (TransportFailed, ConnectFailed, TooManyOpenFiles) as exc:
-                what = f"no answer ({exc or type(exc).__name__})"
+                what = f"no answer ({self.scrub(str(exc)) or type(exc).__name__})"
                 uncertain = isinstance(exc, TransportFailed)
                 if uncertain and once:
                     raise SubmitUncertain(
