@@ -42,6 +42,7 @@ class Request:
     headers: Mapping[str, str]
     body: bytes | None = None
     timeout: float = 120.0  # seconds for the whole exchange
+    max_body: int | None = None  # bytes the answer may hold (None: `MAX_BODY`)
 
 
 @dataclass(frozen=True)
@@ -148,11 +149,12 @@ class AiohttpTransport:
             ) as resp:
                 chunks = []
                 size = 0
+                most = request.max_body or MAX_BODY
                 async for chunk in resp.content.iter_chunked(256 * 1024):
                     size += len(chunk)
-                    if size > MAX_BODY:
+                    if size > most:
                         raise BodyTooLarge(
-                            f"answered HTTP {resp.status} with a body over {MAX_BODY >> 20} MB"
+                            f"answered HTTP {resp.status} with a body over {most >> 20} MB"
                         )
                     chunks.append(chunk)
                 raw = b"".join(chunks)

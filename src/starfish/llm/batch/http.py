@@ -38,6 +38,9 @@ __all__ = ["BatchHTTP", "scrub"]
 
 MAX_MESSAGE = 500
 """Characters of a server's error message kept in errors (after the key is scrubbed)."""
+MAX_FILE = 1 << 30
+"""Bytes a batch endpoint's answer may hold: a results file of 50,000 lines is 50-75 MB, far
+over the 16 MB a chat completion may be (`transport.MAX_BODY`)."""
 _RETRIED = frozenset({408, 425, 429, 500, 502, 503, 504, 529})
 """Statuses worth another try (529: Anthropic's "overloaded")."""
 
@@ -134,7 +137,7 @@ class BatchHTTP:
         headers = dict(self.headers)
         if content_type is not None and body is not None:
             headers["Content-Type"] = content_type
-        request = Request(method, url, headers, body, self.timeout)
+        request = Request(method, url, headers, body, self.timeout, MAX_FILE)
         failures = limited = 0
         started = time.time() - 60  # the provider's clock may be a little behind
         while True:
