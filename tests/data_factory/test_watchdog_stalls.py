@@ -148,3 +148,36 @@ def test_sigterm_during_a_blocking_call_stores_it_as_a_timeout_and_exits_143(tmp
     assert counts["completed"] == 0 and counts["failed"] == 1
     assert re.search(r"input 0 ran 3\.\d s", err), err
     assert os.path.exists(marker)
+
+
+def test_a_loop_with_a_clock_of_its_own_keeps_its_deadlines():
+    """The watchdog reads `time.monotonic` directly only for asyncio's own loops; another
+    loop (uvloop) is read through `loop.time()`, or every deadline would be off by the
+    difference between the two clocks: here an hour, so the timer would never fire."""
+    from starfish.data_factory.watchdog import Watchdog
+
+    class Behind(asyncio.SelectorEventLoop):
+        def time(self) -> float:
+            return super().time() - 3600.0
+
+    async def call() -> bool:
+        dog = Watchdog(asyncio.get_running_loop(), 0.05, 1)
+        task = asyncio.current_task()
+        assert task is not None
+        dog.watch(0, task)
+        dog.arm(0)
+        try:
+            await asyncio.sleep(2)
+        except asyncio.CancelledError:
+            return dog.disarm(0)  # cancelled for its deadline: the watchdog says it expired
+        finally:
+            dog.close()
+        return False
+
+    loop = Behind()
+    try:
+        started = time.monotonic()
+        assert loop.run_until_complete(call()) is True
+        assert time.monotonic() - started < 1
+    finally:
+        loop.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import itertools
 import logging
 import os
@@ -242,6 +243,7 @@ async def _execute(
         reporter = ProgressReporter(runner, name, n, before=base)
         reporter.start()
 
+    _import_report_while_calls_wait()
     interruption: BaseException | None = None
     try:
         await runner.run()
@@ -357,6 +359,29 @@ async def _execute(
             records=result.records,
         )
     return result
+
+
+_REPORT = "starfish.data_factory.report"
+
+
+def _import_report_while_calls_wait() -> None:
+    """Import the end-of-job report (telemetry) once the workers have started their first
+    calls, rather than after the last one: the first job of a process pays that import (7 ms
+    here, 20 ms without cached bytecode), and an I/O-bound job then pays it while it waits.
+
+    Two callbacks ahead: the workers' first steps are scheduled after this one, so the outer
+    callback runs before them and queues the import behind them. A failed import is left to
+    the job's end, which imports it again and handles the error there.
+    """
+    if _REPORT in sys.modules:
+        return
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(_REPORT)
+
+    loop = asyncio.get_running_loop()
+    loop.call_soon(loop.call_soon, load)
 
 
 def _resume_hint(job_id: str) -> str:

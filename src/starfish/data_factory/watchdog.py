@@ -23,6 +23,8 @@ that arrived meanwhile wait for the loop, not for their call. So:
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 __all__ = ["STALL", "Watchdog"]
 
@@ -30,9 +32,21 @@ STALL = 0.1
 """Seconds of lateness that mean the loop was blocked (a busy loop is a few ms late)."""
 
 
+def _clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """The loop's clock, read without a Python call when it is asyncio's own (`time.monotonic`).
+
+    `arm` and `disarm` read it for every call, on the path from one call's end to the next
+    one's start; another loop's clock (uvloop's) may differ, so it is kept as it is.
+    """
+    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
+
+
 class Watchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, slots: int) -> None:
         self._loop = loop
+        self._time = _clock(loop)
         self.timeout = timeout
         self._deadlines: list[float | None] = [None] * slots
         self._expired = [False] * slots
@@ -42,7 +56,7 @@ class Watchdog:
         self._ran = [0.0] * slots  # how long the last call of the slot ran
         self._graced = [False] * slots
         self._timer: asyncio.TimerHandle | None = None
-        self._mark = loop.time()  # when the watchdog last saw the loop turn
+        self._mark = self._time()  # when the watchdog last saw the loop turn
         self.grace = max(STALL, min(timeout, 1.0))
 
     def watch(self, slot: int, task: asyncio.Task[None]) -> None:
@@ -50,11 +64,10 @@ class Watchdog:
         self._tasks[slot] = task
 
     def arm(self, slot: int) -> None:
-        now = self._mark = self._loop.time()
+        now = self._mark = self._time()
         self._armed_at[slot] = now
         self._graced[slot] = False
-        deadline = now + self.timeout
-        self._deadlines[slot] = deadline
+        deadline = self._deadlines[slot] = now + self.timeout
         if self._timer is None:
             self._timer = self._loop.call_at(deadline, self._fire)
 
@@ -62,7 +75,7 @@ class Watchdog:
         """Stop the clock of the call in `slot` (it waits in a limit, not working)."""
         deadline = self._deadlines[slot]
         if deadline is not None:
-            self._paused[slot] = deadline - self._loop.time()
+            self._paused[slot] = deadline - self._time()
             self._deadlines[slot] = None
 
     def resume(self, slot: int) -> None:
@@ -70,7 +83,7 @@ class Watchdog:
         if left is None:
             return
         self._paused[slot] = None
-        deadline = self._deadlines[slot] = self._loop.time() + left
+        deadline = self._deadlines[slot] = self._time() + left
         if self._timer is not None and self._timer.when() > deadline:
             self._timer.cancel()
             self._timer = None
@@ -79,20 +92,21 @@ class Watchdog:
 
     def touch(self) -> None:
         """The loop turns here (after code that may have blocked it, e.g. a hook)."""
-        self._mark = self._loop.time()
+        self._mark = self._time()
 
     def disarm(self, slot: int) -> bool:
         """The call in `slot` ended; whether it overran: cancelled for it (see `expired`), or
         ran past its deadline itself while the loop could not cancel it."""
-        now = self._loop.time()
+        now = self._time()
         deadline = self._deadlines[slot]
-        self._deadlines[slot] = None
-        self._paused[slot] = None
+        mark = self._mark
+        self._mark = now
         self._ran[slot] = now - self._armed_at[slot]
-        mark, self._mark = self._mark, now
-        if self._expired[slot]:
-            return self.expired(slot)
-        return deadline is not None and now - max(deadline, mark) > STALL
+        if deadline is not None:  # neither paused nor expired (`_fire` clears the deadline)
+            self._deadlines[slot] = None
+            return now - deadline > STALL and now - mark > STALL  # past both by STALL
+        self._paused[slot] = None
+        return self.expired(slot)
 
     def ran(self, slot: int) -> float:
         """Seconds the last call of `slot` ran, from arm to disarm."""
@@ -111,7 +125,7 @@ class Watchdog:
     def _fire(self) -> None:
         due = self._timer.when() if self._timer is not None else None
         self._timer = None
-        now = self._mark = self._loop.time()
+        now = self._mark = self._time()
         blocked = due is not None and now - due > STALL  # the loop could not turn meanwhile
         earliest = None
         for slot, deadline in enumerate(self._deadlines):
