@@ -366,8 +366,8 @@ _REPORT = "starfish.data_factory.report"
 
 def _import_report_while_calls_wait() -> None:
     """Import the end-of-job report (telemetry) once the workers have started their first
-    calls, rather than after the last one: the first job of a process pays that import (7 ms
-    here, 20 ms without cached bytecode), and an I/O-bound job then pays it while it waits.
+    calls, rather than after the last one: the first job of a process pays that import, and
+    an I/O-bound job then pays it while its calls wait.
 
     Two callbacks ahead: the workers' first steps are scheduled after this one, so the outer
     callback runs before them and queues the import behind them. A failed import is left to
