@@ -29,6 +29,9 @@ class JobContext:
     budget_usd: float | None = None  # the job's budget_usd: model requests are gated by it
     reserved_usd: float = 0.0  # what the requests in flight may cost (the model layer's)
     llm_cache: bool = True  # the job's llm_cache option: False asks the model again
+    # The job-wide grants of a worker process (data_factory/grants.py `GrantsClient`): the
+    # budget and rate limits held for every worker; None in the driver and locally.
+    shared: Any = None
 
     def spent_usd(self) -> float:
         """What the job's model calls have cost so far, over all its runs (unknown prices: 0)."""

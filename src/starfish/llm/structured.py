@@ -492,6 +492,7 @@ class StructuredLLM:
             # before any backoff: a call waiting to retry holds no slot.
             release: dict[str, Any] = {}
             retry: tuple[str, dict[str, Any]] | None = None
+            paid: float | None = None
             try:
                 answer = await self._endpoint.transport.send(
                     Request("POST", self._url, self._headers, payload, self.request_timeout)
@@ -508,6 +509,8 @@ class StructuredLLM:
                     ct = _tokens(data.get("usage"), "completion_tokens")
                     release["used_tokens"] = pt + ct if pt is not None and ct is not None else None
                     release["completion_tokens"] = ct
+                    if reserved:  # what it cost, for a budget held job-wide (budget.release)
+                        paid = cost_usd(self._price, pt or 0, ct or 0)
                 elif status == 429:
                     release["used_tokens"] = 0
             except TooManyOpenFiles:
@@ -538,7 +541,7 @@ class StructuredLLM:
                 if reserved:
                     from starfish.llm.budget import release as give_back
 
-                    give_back(self._job_of(call), reserved)
+                    give_back(self._job_of(call), reserved, paid)
             if retry is not None:
                 failures += 1
                 await self._backoff(call, failures, *retry)
