@@ -306,15 +306,17 @@ class GrantsClient:
         self.coordinator = coordinator
         self._lanes: dict[str, _Waiting] = {}
         self._pauses: dict[str, tuple[float, str]] = {}  # key -> (until, why), this clock
-        self._version = 0
         self._watcher: asyncio.Task[None] | None = None
+        self._synced: asyncio.Future[None] | None = None  # the job's pauses known once
         self._tickets: dict[float, deque[int]] = {}
 
     # requests and tokens ---------------------------------------------------------------------
     async def acquire(self, key: str, rpm: float | None, tpm: float | None, tokens: float) -> None:
         """Wait for the job's grant of one request and `tokens` (nothing to wait for when the
         endpoint has no known limits); a pause is read with `paused` after it."""
-        self._watch()
+        synced = self._synced
+        if synced is None or not synced.done() or self._watcher is None or self._watcher.done():
+            await self._watch()
         if not rpm and not tpm:
             return
         lane = self._lanes.get(key)
@@ -408,29 +410,40 @@ class GrantsClient:
         if known is None or until > known[0]:
             self._pauses[key] = (until, why)
 
-    def _watch(self) -> None:
-        """Keep one `watch` waiting at the coordinator from this loop (started on first use)."""
-        watcher = self._watcher
+    async def _watch(self) -> None:
+        """Keep one `watch` waiting at the coordinator from this loop (started on first use);
+        the first call waits until the job's pauses are known, so that a worker that starts
+        during a pause does not send its first request into it."""
         loop = asyncio.get_running_loop()
+        watcher = self._watcher
         if watcher is None or watcher.done() or watcher.get_loop() is not loop:
-            self._watcher = loop.create_task(self._watching())
+            self._synced = loop.create_future()
+            self._watcher = loop.create_task(self._watching(self._synced))
+        assert self._synced is not None
+        await asyncio.shield(self._synced)
 
-    async def _watching(self) -> None:
+    async def _watching(self, synced: asyncio.Future[None]) -> None:
+        seen = -1  # differs from any version: the first answer comes at once
         while True:
             try:
-                version, pauses = await self.coordinator.watch(self._version)
+                version, pauses = await self.coordinator.watch(seen)
             except Exception:
-                await asyncio.sleep(1.0)  # the coordinator is gone or busy: leases still tell
+                if not synced.done():
+                    synced.set_result(None)  # no coordinator to ask: leases still tell
+                await asyncio.sleep(1.0)
                 continue
             now = time.monotonic()
-            self._version = version
+            seen = version
             for key, (left, why) in pauses.items():
                 self._learn(key, left, why, now)
+            if not synced.done():
+                synced.set_result(None)
 
     def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+            self._synced = None
 
     # the budget ------------------------------------------------------------------------------
     async def reserve(self, usd: float) -> tuple[bool, float]:
