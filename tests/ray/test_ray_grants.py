@@ -61,28 +61,29 @@ def test_rpm_holds_for_the_whole_job_across_four_workers():
 
 
 def test_a_429_seen_by_one_worker_pauses_every_worker():
-    """The 151st request gets a 429 with retry-after-ms=2000: no worker sends anything until it
+    """The 401st request gets a 429 with retry-after-ms=2000: no worker sends anything until it
     is over (beyond the few ms the news takes to travel), then all of them go on."""
     with OpenAIServer(latency=0.02) as server:
-        server.script(*([{}] * 150), {"status": 429, "headers": {"retry-after-ms": "2000"}})
+        server.script(*([{}] * 400), {"status": 429, "headers": {"retry-after-ms": "2000"}})
         llm = StructuredLLM("m", prompt=PROMPT, base_url=server.url, api_key=KEY)
-        gen = _job(llm, storage="in_memory", max_concurrency=8)
-        records = gen.run(topic=[f"t{i}" for i in range(600)])
+        gen = _job(llm, storage="in_memory", max_concurrency=32)
+        records = gen.run(topic=[f"t{i}" for i in range(1000)])
         requests = list(server.requests)
         statuses = list(server.statuses)
-    assert len(records) == 600
-    assert statuses.count(429) == 1 and len(requests) == 601
-    limited = requests[150]["t"]
-    quiet = [r["t"] - limited for r in requests[151:] if r["t"] - limited < 1.95]
-    resumed = min(r["t"] for r in requests[151:] if r["t"] - limited >= 1.95) - limited
+    assert len(records) == 1000
+    assert statuses.count(429) == 1 and len(requests) == 1001
+    limited = requests[400]["t"]
+    quiet = [r["t"] - limited for r in requests[401:] if r["t"] - limited < 1.95]
+    resumed = min(r["t"] for r in requests[401:] if r["t"] - limited >= 1.95) - limited
     print(
         f"\n429 with retry-after-ms=2000: requests after it at +{[round(q, 3) for q in quiet]} "
         f"s, the next at +{resumed:.3f} s"
     )
     assert all(q < 0.05 for q in quiet)  # only those already on their way
-    before = {_pid(r) for r in requests[:150]}
-    after = {_pid(r) for r in requests[151:] if r["t"] - limited >= 1.95}
-    assert len(before) == len(after) == 4
+    # other workers were sending right up to the 429, and were as quiet as its own worker
+    before = {_pid(r) for r in requests[:400] if limited - r["t"] < 0.2}
+    after = {_pid(r) for r in requests[401:] if r["t"] - limited >= 1.95}
+    assert len(before - {_pid(requests[400])}) >= 1 and len(after) >= 2
 
 
 def test_budget_usd_stops_a_ray_job_as_a_local_one():

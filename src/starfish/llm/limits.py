@@ -263,6 +263,28 @@ class Limiter:
         if left > 0:
             self.pause(left, why, share=False)
 
+    async def recheck(self, clock: Any = None) -> None:
+        """Wait out a pause that began after this call's turn (it made first contact or waited
+        for the budget meanwhile): in a job spread over workers, another worker's 429."""
+        if self.key is not None:
+            shared = grants.current()
+            if shared is not None:
+                left, why = shared.paused(self.key)
+                if left > 0:
+                    self.pause(left, why, share=False)
+        now = time.monotonic()
+        if self.paused_until <= now:
+            return
+        if clock is not None:  # a pause is not the call overrunning
+            clock.pause()
+        try:
+            while self.paused_until > now:
+                await self._sit_out(now)
+                now = time.monotonic()
+        finally:
+            if clock is not None:
+                clock.resume()
+
     async def _sit_out(self, now: float) -> None:
         """Wait out the server's pause, saying so when it is long; refuse one that is longer
         than `MAX_SERVER_PAUSE`."""

@@ -475,8 +475,10 @@ class StructuredLLM:
                 limiter.release(ticket)  # another call learned a better rung while we waited
                 raise _ModeChanged
             reserved = 0.0
+            job = None
             try:
-                if not self._endpoint.contacted:
+                contacted = self._endpoint.contacted
+                if not contacted:
                     await self._first_contact()
                 job = self._job_of(call)
                 if job is not None and job.budget_usd is not None and self._price is not None:
@@ -485,8 +487,14 @@ class StructuredLLM:
                     prompt = estimate - self._completion_estimate
                     most = cost_usd(self._price, prompt, self._completion_estimate) or 0.0
                     reserved = await reserve(job, estimate_usd(job, most), clock)
+                if reserved or not contacted:  # it waited: a pause may have begun meanwhile
+                    await limiter.recheck(clock)
             except BaseException:
                 limiter.release(ticket)
+                if reserved:
+                    from starfish.llm.budget import release as give_back
+
+                    give_back(job, reserved)
                 raise
             # Whatever happens below, the reservation is given back exactly once (`finally`),
             # before any backoff: a call waiting to retry holds no slot.
