@@ -257,3 +257,30 @@ def test_the_limiter_and_budget_consult_the_installed_grants():
 
 def test_locally_nothing_is_installed():
     assert grants.current() is None
+
+
+def test_a_call_that_waited_after_its_turn_waits_out_a_pause_begun_meanwhile():
+    """`Limiter.recheck`: a worker's call that made first contact (or waited for the budget)
+    after its turn does not send into another worker's pause."""
+    from starfish.llm.limits import Limiter
+
+    async def main() -> float:
+        coordinator = Grants()
+        mine, other = GrantsClient(Remote(coordinator)), GrantsClient(Remote(coordinator))
+        grants.install(mine)
+        try:
+            limiter = Limiter()
+            limiter.key = KEY
+            ticket = await limiter.acquire()  # its turn: no pause yet
+            await other.acquire(KEY, None, None, 0.0)
+            other.report_pause(KEY, 0.3, "retry-after-ms 300")  # meanwhile, elsewhere
+            await asyncio.sleep(0.02)
+            started = time.monotonic()
+            await limiter.recheck()
+            limiter.release(ticket)
+            return time.monotonic() - started
+        finally:
+            grants.install(None)
+            other.close()
+
+    assert 0.24 <= asyncio.run(main()) <= 0.35
