@@ -325,13 +325,18 @@ class GrantsClient:
         lane.rpm, lane.tpm = rpm, tpm
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
-        lane.calls.append((tokens if tpm else 0.0, future))
+        cost = tokens if tpm else 0.0
+        lane.calls.append((cost, future))
         if lane.taking is None or lane.taking.done():
             lane.taking = loop.create_task(self._take(key, lane))
         due = await future
         delay = due - time.monotonic()
         if delay > 0:
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:  # the call left before its turn: the grant goes back
+                lane.unused = (lane.unused[0] + 1, lane.unused[1] + cost)
+                raise
 
     async def _take(self, key: str, lane: _Waiting) -> None:
         """Lease for the calls waiting now, again while more wait: one round trip at a time."""
