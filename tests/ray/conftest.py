@@ -55,7 +55,7 @@ def ray_cluster() -> Iterator[str]:
     """One local Ray instance for the session; yields its address for subprocess drivers."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

@@ -36,7 +36,9 @@ class JobContext:
     # cache key. None in a Ray worker, whose calls send their effects back with the outcome.
     writer: Any = None
     cached: Callable[[str], str | None] | None = None
-    shared: Any = None  # in a Ray worker: the job's grants of limits and budget (grants.py)
+    # The job-wide grants of a worker process (data_factory/grants.py `GrantsClient`): the
+    # budget and rate limits held for every worker; None in the driver and locally.
+    shared: Any = None
     storage: Any = None  # the job's `Storage` (what the batch lane stored in an earlier run)
     lanes: dict[Any, Any] = field(default_factory=dict)  # the model layer's batch lanes
 

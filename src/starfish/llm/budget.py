@@ -7,6 +7,10 @@ the budget; otherwise it waits for those in flight. With nothing in flight a req
 alone while anything is left (an estimate from max_tokens can be far above an answer's cost),
 and once the budget is spent the job stops (`stopped`, with the budget as reason). The overrun
 is then at most one request, not one answer per worker.
+
+In a worker of a job spread over processes (Ray) the job's budget is held by its coordinator
+(`JobContext.shared`, data_factory/grants.py): the reservation and the answer's cost go there,
+with the same rules, so the overrun stays one request for the whole job.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ async def reserve(job: Any, estimate: float, clock: Any = None) -> float:
     limit = job.budget_usd
     if limit is None or estimate <= 0:
         return 0.0
+    shared = getattr(job, "shared", None)
+    if shared is not None:
+        return await _reserve_shared(shared, limit, estimate, clock)
     paused = False
     try:
         while job.spent_usd() + job.reserved_usd + estimate > limit:
@@ -67,6 +74,29 @@ async def reserve(job: Any, estimate: float, clock: Any = None) -> float:
     return estimate
 
 
-def release(job: Any, reserved: float) -> None:
+async def _reserve_shared(shared: Any, limit: float, estimate: float, clock: Any) -> float:
+    """`reserve` at the job's coordinator (it waits there for the requests in flight)."""
+    if clock is not None:  # waiting for others is not overrunning
+        clock.pause()
+    try:
+        granted, spent = await shared.reserve(estimate)
+    finally:
+        if clock is not None:
+            clock.resume()
+    if not granted:
+        raise BudgetReached(
+            f"budget_usd={limit:g} reached: ${spent:.4f} spent, and the next request may cost "
+            f"${estimate:.6f}"
+        )
+    return estimate
+
+
+def release(job: Any, reserved: float, cost: float | None = None) -> None:
+    """Give back what `reserve` held; `cost` is what the request cost (None: unknown), which
+    the job's coordinator counts (one process counts it with the answer instead)."""
+    shared = getattr(job, "shared", None)
+    if shared is not None:
+        shared.settle(reserved, cost or 0.0)
+        return
     if reserved:
         job.reserved_usd = max(0.0, job.reserved_usd - reserved)

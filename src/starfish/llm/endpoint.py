@@ -89,9 +89,9 @@ def endpoint_for(
     with _lock:
         endpoint = _endpoints.get(key)
         if endpoint is None:
-            endpoint = _endpoints[key] = Endpoint(
-                base_url, model, key_hash, chosen, Limiter(rpm, tpm, max_in_flight)
-            )
+            limiter = Limiter(rpm, tpm, max_in_flight)
+            limiter.key = f"{base_url} {model} {key_hash}"  # the job's grants know it so
+            endpoint = _endpoints[key] = Endpoint(base_url, model, key_hash, chosen, limiter)
             return endpoint
     endpoint.tighten(rpm, tpm, max_in_flight)
     return endpoint

@@ -15,6 +15,9 @@
 - An endpoint that states no limits at all (a self-hosted server) gets the concurrency it
   shows (`concurrency.py`), so calls wait here rather than in the server's queue.
 - Every duration read from a header is finite and at most `MAX_SERVER_PAUSE`.
+- In a worker of a job spread over processes (Ray), the job's grants (data_factory/grants.py)
+  are asked too: a call also waits for the job-wide lease of its request and tokens, and a
+  pause (429) reaches, and comes from, every worker. Locally there are none.
 
 The shape is `await acquire(tokens) -> Ticket` / `release(ticket, ...)`, so the limiter can
 become a gate of the scheduler.
@@ -31,10 +34,22 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from starfish.data_factory import grants
+from starfish.data_factory.grants import BURST_SECONDS, Bucket
 from starfish.llm.concurrency import ConcurrencyLearner
 
-BURST_SECONDS = 0.5
-"""How much of a per-minute limit a bucket may hold, in seconds of the limit."""
+__all__ = [
+    "BURST_SECONDS",
+    "DEFAULT_PAUSE",
+    "MAX_HEADER_DURATION",
+    "MAX_SERVER_PAUSE",
+    "NOTICE_AFTER",
+    "Bucket",
+    "Limiter",
+    "Ticket",
+    "parse_duration",
+    "retry_after",
+]
 DEFAULT_PAUSE = 1.0
 """Pause after a 429 that says nothing about when to come back."""
 MAX_SERVER_PAUSE = 900.0
@@ -145,42 +160,6 @@ _LIMIT_HEADERS = (
 )
 
 
-class Bucket:
-    """A smooth token bucket in `units` per second, holding at most `BURST_SECONDS` of them."""
-
-    def __init__(self, per_minute: float, level: float | None = None) -> None:
-        self.set_rate(per_minute)
-        self.level = self.capacity if level is None else min(level, self.capacity)
-        self.stamp = time.monotonic()
-
-    def set_rate(self, per_minute: float) -> None:
-        self.per_minute = per_minute
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * BURST_SECONDS)
-
-    def _refill(self, now: float) -> None:
-        if now > self.stamp:
-            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-            self.stamp = now
-
-    def reserve(self, cost: float, now: float) -> float:
-        """Take `cost` (possibly running into debt); return seconds until the debt is paid."""
-        self._refill(now)
-        self.level -= cost
-        held = max(0.0, self.stamp - now)  # no refill before a pause ends (`hold`)
-        return held + (-self.level / self.rate if self.level < 0 else 0.0)
-
-    def refund(self, amount: float, now: float) -> None:
-        self._refill(now)
-        self.level = min(self.capacity, self.level + amount)
-
-    def hold(self, until: float) -> None:
-        """No refill before `until` (the server is pausing us)."""
-        self._refill(time.monotonic())
-        self.level = min(self.level, 0.0)
-        self.stamp = max(self.stamp, until)
-
-
 @dataclass
 class Ticket:
     tokens: float
@@ -198,6 +177,7 @@ class Limiter:
         max_in_flight: int | None = None,
     ) -> None:
         self.user_rpm, self.user_tpm, self.max_in_flight = rpm, tpm, max_in_flight
+        self.key: str | None = None  # the endpoint's name job-wide (never the key itself)
         self.requests = Bucket(rpm) if rpm else None
         self.tokens = Bucket(tpm) if tpm else None
         self.cap: float | None = max_in_flight
@@ -252,11 +232,16 @@ class Limiter:
                 wait = max(wait, self.tokens.reserve(tokens, now))
             shift0 = self.shift
             target = now + wait
+            shared = grants.current() if self.key is not None else None
             while True:
                 due = max(target + self.shift - shift0, self.paused_until)
                 delay = due - time.monotonic()
                 if delay <= 0:
-                    break
+                    if shared is None:
+                        break
+                    await self._shared_turn(shared, tokens)
+                    shared = None  # granted: only a pause it brought may hold the call now
+                    continue
                 if self.paused_until > time.monotonic():
                     await self._sit_out(time.monotonic())
                     continue
@@ -266,6 +251,39 @@ class Limiter:
             self._wake()
             raise
         return Ticket(tokens if self.tokens is not None else 0.0, time.monotonic(), self.in_flight)
+
+    async def _shared_turn(self, shared: grants.GrantsClient, tokens: float) -> None:
+        """The job-wide grant of one request and `tokens`, besides this process's own; a
+        pause another worker was told of becomes this limiter's too."""
+        assert self.key is not None
+        rpm = self.requests.per_minute if self.requests is not None else None
+        tpm = self.tokens.per_minute if self.tokens is not None else None
+        await shared.acquire(self.key, rpm, tpm, tokens if tpm else 0.0)
+        left, why = shared.paused(self.key)
+        if left > 0:
+            self.pause(left, why, share=False)
+
+    async def recheck(self, clock: Any = None) -> None:
+        """Wait out a pause that began after this call's turn (it made first contact or waited
+        for the budget meanwhile): in a job spread over workers, another worker's 429."""
+        if self.key is not None:
+            shared = grants.current()
+            if shared is not None:
+                left, why = shared.paused(self.key)
+                if left > 0:
+                    self.pause(left, why, share=False)
+        now = time.monotonic()
+        if self.paused_until <= now:
+            return
+        if clock is not None:  # a pause is not the call overrunning
+            clock.pause()
+        try:
+            while self.paused_until > now:
+                await self._sit_out(now)
+                now = time.monotonic()
+        finally:
+            if clock is not None:
+                clock.resume()
 
     async def _sit_out(self, now: float) -> None:
         """Wait out the server's pause, saying so when it is long; refuse one that is longer
@@ -307,6 +325,9 @@ class Limiter:
             self.learner.observe(now - ticket.sent_at, prompt, completion_tokens, ticket.in_flight)
         if self.tokens is not None and ticket.tokens and used_tokens is not None:
             self.tokens.refund(ticket.tokens - used_tokens, now)
+            shared = grants.current()
+            if shared is not None and self.key is not None:
+                shared.refund(self.key, ticket.tokens - used_tokens)
         if headers is not None:
             self.learn(headers)
         if status is not None:
@@ -343,11 +364,16 @@ class Limiter:
             current = self.in_flight + 1  # this call was released just before
             self.cap = max(1, int(min(self.cap or current, current)) // 2)
 
-    def pause(self, seconds: float, why: str = "") -> None:
+    def pause(self, seconds: float, why: str = "", *, share: bool = True) -> None:
         """Hold every caller of this limiter for `seconds` (from now); `why` says which
-        header asked for it."""
+        header asked for it. In a worker of a job spread over processes the pause is the
+        job's (`share`): every worker holds as long."""
         now = time.monotonic()
         until = now + seconds
+        if share and self.key is not None:
+            shared = grants.current()
+            if shared is not None:
+                shared.report_pause(self.key, seconds, why or f"{seconds:.0f} s")
         if until <= self.paused_until:
             return
         self.pause_reason = why or f"{seconds:.0f} s"

@@ -498,8 +498,10 @@ class StructuredLLM:
                 limiter.release(ticket)  # another call learned a better rung while we waited
                 raise _ModeChanged
             reserved = 0.0
+            job = None
             try:
-                if not self._endpoint.contacted:
+                contacted = self._endpoint.contacted
+                if not contacted:
                     await self._first_contact()
                 job = self._job_of(call)
                 if job is not None and job.budget_usd is not None and self._price is not None:
@@ -508,13 +510,20 @@ class StructuredLLM:
                     prompt = estimate - self._completion_estimate
                     most = cost_usd(self._price, prompt, self._completion_estimate) or 0.0
                     reserved = await reserve(job, estimate_usd(job, most), clock)
+                if reserved or not contacted:  # it waited: a pause may have begun meanwhile
+                    await limiter.recheck(clock)
             except BaseException:
                 limiter.release(ticket)
+                if reserved:
+                    from starfish.llm.budget import release as give_back
+
+                    give_back(job, reserved)
                 raise
             # Whatever happens below, the reservation is given back exactly once (`finally`),
             # before any backoff: a call waiting to retry holds no slot.
             release: dict[str, Any] = {}
             retry: tuple[str, dict[str, Any]] | None = None
+            paid: float | None = None
             try:
                 answer = await self._endpoint.transport.send(
                     Request("POST", self._url, self._headers, payload, self.request_timeout)
@@ -531,6 +540,8 @@ class StructuredLLM:
                     ct = _tokens(data.get("usage"), "completion_tokens")
                     release["used_tokens"] = pt + ct if pt is not None and ct is not None else None
                     release["completion_tokens"] = ct
+                    if reserved:  # what it cost, for a budget held job-wide (budget.release)
+                        paid = cost_usd(self._price, pt or 0, ct or 0)
                 elif status == 429:
                     release["used_tokens"] = 0
             except TooManyOpenFiles:
@@ -561,7 +572,7 @@ class StructuredLLM:
                 if reserved:
                     from starfish.llm.budget import release as give_back
 
-                    give_back(self._job_of(call), reserved)
+                    give_back(self._job_of(call), reserved, paid)
             if retry is not None:
                 failures += 1
                 await self._backoff(call, failures, *retry)

@@ -92,17 +92,24 @@ def _rebuild(type_name: str, message: str) -> BaseException:
 class _Worker:
     """A Ray async actor holding the job's function; runs batches of items concurrently."""
 
-    def __init__(self, func_blob: bytes, timeout: float | None, job: dict[str, Any]) -> None:
+    def __init__(
+        self, func_blob: bytes, timeout: float | None, job: dict[str, Any], grants: Any = None
+    ) -> None:
         import cloudpickle
 
         from starfish.data_factory.context import JobContext
 
         self.func = cloudpickle.loads(func_blob)
         self.timeout = timeout
-        # The job as the model layer sees it here: no writer (effects go back with outcomes).
+        # The job as the model layer sees it here: no writer (effects go back with outcomes),
+        # and the job's limits and budget held for every worker (`shared`, ray_grants.py).
         self.job = JobContext(job["job_id"], None)
         self.job.budget_usd = job.get("budget_usd")
         self.job.llm_cache = job.get("llm_cache", True)
+        if grants is not None:
+            from starfish.data_factory.executors.ray_grants import join
+
+            self.job.shared = join(grants)
 
     async def run(
         self, items: list[tuple[int, int, dict[str, Any], dict[str, str] | None]]
@@ -308,6 +315,7 @@ class RayExecutor:
         self._collectors: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._blob = b""
+        self._grants: Any = None  # the job's coordinator actor (ray_grants.py)
 
     async def start(self) -> None:
         started = time.monotonic()
@@ -326,6 +334,10 @@ class RayExecutor:
             self._owns_ray = True
             if handler is not None and signal.getsignal(signal.SIGTERM) is not handler:
                 signal.signal(signal.SIGTERM, handler)  # Ray's exits 15, mid-write
+        from starfish.data_factory.context import current_job
+        from starfish.data_factory.executors.ray_grants import start_coordinator
+
+        self._grants = start_coordinator(ray, self.job or current_job(), self.concurrency)
         self._actor_class = ray.remote(max_restarts=0, max_task_retries=0, num_cpus=1)(_Worker)
         cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
         for slot in range(max(1, min(cpus, self.concurrency))):
@@ -336,7 +348,9 @@ class RayExecutor:
         self._enough *= len(self._actors)
         # Wait until every actor is up: its start-up (seconds) must not eat the first calls'
         # task_runner_timeout, which the driver counts from the hand-over.
-        await asyncio.gather(*(actor.ready.remote() for actor in self._actors))
+        await asyncio.gather(
+            *(actor.ready.remote() for actor in self._actors), self._grants.pauses.remote()
+        )
         self.startup_seconds = time.monotonic() - started
         logger.info(
             "starfish: %d Ray workers ready in %.2f s", len(self._actors), self.startup_seconds
@@ -349,7 +363,7 @@ class RayExecutor:
             if job is not None
             else {"job_id": "", "llm_cache": False}
         )
-        return self._actor_class.remote(self._blob, self.timeout, about)
+        return self._actor_class.remote(self._blob, self.timeout, about, self._grants)
 
     def call(self, index: int, attempt: int, kwargs: dict[str, Any]) -> asyncio.Future[Any]:
         assert self._loop is not None
@@ -460,5 +474,11 @@ class RayExecutor:
             except Exception as exc:  # already gone
                 logger.debug("starfish: ray.kill: %r", exc)
         self._actors = []
+        if self._grants is not None:
+            try:
+                ray.kill(self._grants, no_restart=True)
+            except Exception as exc:  # already gone
+                logger.debug("starfish: ray.kill: %r", exc)
+            self._grants = None
         if self._owns_ray:
             ray.shutdown()
