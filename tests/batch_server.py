@@ -850,3 +850,34 @@ def _int(t: float | None) -> int | None:
 
 def _line_error(code: str, message: str, line: int | None) -> dict[str, Any]:
     return {"code": code, "message": message, "param": None, "line": line}
+
+
+def main() -> None:
+    """`python -m tests.batch_server`: the server in a process of its own (the benchmarks run it
+    so, apart from the driver's GIL); prints its OpenAI base URL, then answers `stats` on stdin
+    with the batches, uploads and lines it got, until stdin closes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--key", default=None)
+    args = parser.parse_args()
+    server = BatchServer(key=args.key).start(args.port)
+    print(server.url, flush=True)
+    try:
+        for line in iter(input, "quit"):
+            if line == "stats":
+                stats = {
+                    "batches": len(server.batches),
+                    "uploads": len(server.uploads),
+                    "lines_per_batch": server.lines_per_batch,
+                    "requests": len(server.requests),
+                }
+                print(json.dumps(stats), flush=True)
+    except EOFError:
+        pass
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,8 @@ def job_html(info: Any) -> str:
     cost = (info.llm or {}).get("cost_usd")
     cells = [f"{k} <b>{c.get(k, 0):,}</b>" for k in ("completed", "failed", "filtered", "dead")]
     if cost is not None:
-        cells.append(f"cost <b>${cost:,.4f}</b>")
+        batch = " (batch)" if (info.llm or {}).get("batch_requests") else ""
+        cells.append(f"cost <b>${cost:,.4f}</b>{batch}")
     reason = f" · {escape(info.stop_reason)}" if info.stop_reason else ""
     return (
         '<div class="starfish-job" style="font-family:system-ui,sans-serif;font-size:13px">'

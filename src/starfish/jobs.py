@@ -12,10 +12,12 @@ from typing import Any
 
 from starfish.data_factory.storage import JobNotFoundError, Storage, locate_job
 from starfish.data_factory.storage.base import COUNT_KEYS
+from starfish.errors import StarfishError
 
 __all__ = [
     "JobInfo",
     "JobNotFoundError",
+    "LiveBatchesError",
     "count_records",
     "delete_job",
     "iter_dead",
@@ -54,6 +56,7 @@ class JobInfo:
     llm: dict[str, Any] | None = None  # the model layer's counts, when it was used
     made_with: dict[str, Any] | None = None  # a `starfish generate` job's model settings
     waiting: int = 0  # inputs deferred (waiting for an answer from outside), to run again
+    batches: list[dict[str, Any]] = field(default_factory=list)  # see `batch_summary`
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,8 +87,34 @@ class JobInfo:
         return job_html(self)
 
 
+class LiveBatchesError(StarfishError, RuntimeError):
+    """`delete_job` of a job whose live provider batches could not be cancelled: the job is
+    kept, for deleting it would forget the batches while the provider runs (and bills) them."""
+
+
 def _llm_counts(storage: Storage, job_id: str) -> dict[str, Any] | None:
     return storage.llm_counts(job_id)
+
+
+def batch_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """One batch the job submitted (`StructuredLLM(batch=True)`), from its stored row: the
+    provider's id and status word, the request counts, when it was created and ended. Not the
+    request lines, nor the base URL."""
+    status = row.get("status") or {}
+    return {
+        "batch_id": (row.get("ref") or {}).get("batch_id"),
+        "provider": row.get("provider"),
+        "model": row.get("model"),
+        "state": row.get("state"),
+        "provider_status": status.get("provider_status"),
+        "requests": len(row.get("lines") or []),
+        "succeeded": int(status.get("succeeded") or 0),
+        "failed": int(status.get("failed") or 0),
+        "unfinished": int(status.get("unfinished") or 0),
+        "reason": status.get("reason"),
+        "created_at": row.get("created_at"),
+        "ended_at": row.get("ended_at"),
+    }
 
 
 MADE_WITH = (
@@ -158,6 +187,7 @@ def _info(storage: Storage, row: dict[str, Any], status: str, with_llm: bool = F
         waiting=int(counts.get("waiting", 0))
         if row.get("live_counts") or not with_llm
         else int(storage.live_counts(job_id)[0].get("waiting", 0)),
+        batches=[batch_summary(r) for r in storage.batches(job_id)] if with_llm else [],
     )
 
 
@@ -240,9 +270,11 @@ def count_records(job_id: str) -> int:
     return storage.count_records(full_id)
 
 
-def delete_job(job_id: str) -> None:
-    """Delete a job, its inputs, its records and what other layers stored about it
-    (`JOB_DELETED`); `ResumeError` while a process runs it."""
+def delete_job(job_id: str, *, keep_batches: bool = False) -> list[str]:
+    """Delete a job, its inputs, its records, its batches and what other layers stored about
+    it (`JOB_DELETED`); `ResumeError` while a process runs it. Batches still running at a
+    provider are cancelled first (`LiveBatchesError`, the job kept, when one cannot be);
+    `keep_batches=True` leaves them running. Returns a line per thing done to them."""
     from starfish.errors import ResumeError
 
     storage, full_id = locate_job(job_id)
@@ -250,6 +282,7 @@ def delete_job(job_id: str) -> None:
         raise ResumeError(
             f"job {full_id} is running now: stop it (Ctrl-C) or wait for it to end, then delete it."
         )
+    notes = _cancel_batches(storage, full_id, keep_batches)
     storage.delete_job(full_id)
     # The rows other layers keep about the job go too. The quality layer registers its
     # deleter when imported; a `starfish jobs delete` process has not imported it yet.
@@ -258,6 +291,26 @@ def delete_job(job_id: str) -> None:
 
     for forget in JOB_DELETED:
         forget(getattr(storage, "path", None), full_id)
+    return notes
+
+
+def _cancel_batches(storage: Storage, job_id: str, keep: bool) -> list[str]:
+    from starfish.llm.batch.cancel import cancel_live, live
+
+    rows = live(storage.batches(job_id))
+    if not rows:
+        return []
+    if keep:
+        ids = ", ".join(str((r.get("ref") or {}).get("batch_id") or "unconfirmed") for r in rows)
+        return [f"left {len(rows)} live batch{'es' if len(rows) > 1 else ''} running ({ids})"]
+    done = cancel_live(rows)
+    if done.problems:
+        first = "; ".join(done.notes() + done.problems)
+        raise LiveBatchesError(
+            f"job {job_id} kept: {first}. Fix that and delete it again, or delete it with "
+            "--keep-batches (keep_batches=True) to leave the batches running, and billed."
+        )
+    return done.notes()
 
 
 def latest(name: str | None = None) -> JobInfo:

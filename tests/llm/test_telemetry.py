@@ -55,6 +55,7 @@ def test_a_model_job_reports_its_calls_tokens_and_family(
         "completion_tokens": sum(
             count_tokens("echo: " + r["body"]["messages"][-1]["content"]) for r in served
         ),
+        "batch_requests": 0,
     }
     assert props["llm_provider"] == "vllm"  # 6 of the 9 calls; the other 3 went to base_url=
 
@@ -68,6 +69,7 @@ def test_a_model_job_reports_its_calls_tokens_and_family(
         "cache_hits": 9,
         "prompt_tokens": 0,
         "completion_tokens": 0,
+        "batch_requests": 0,
     }
     assert again["properties"]["llm_provider"] == "vllm"
 
@@ -98,3 +100,41 @@ def test_the_family_of_a_run_that_used_several_is_the_one_with_most_calls() -> N
     assert llm_family({"anthropic": 5, "openai": 5, "groq": 1}) == "openai"
     assert llm_family({"openai": 0, "ollama": 1}) == "ollama"
     assert llm_family({}) is None
+
+
+BATCH_JOB = textwrap.dedent(
+    """
+    from starfish import StructuredLLM, data_factory
+
+    llm = StructuredLLM("Sx-batch-model", prompt="Say {{{{topic}}}}.", base_url={url!r},
+                        api_key={key!r}, batch=True)
+
+    @data_factory(show_progress=False, max_concurrency=4)
+    async def gen(topic):
+        return (await llm.run(topic=topic)).data
+
+    gen.run(topic=["a", "bb", "ccc"])
+    """
+)
+
+
+def test_a_batch_job_reports_its_batch_requests_as_a_count_only(
+    receiver: PostHogReceiver,
+) -> None:
+    from tests.batch_server import BatchServer
+
+    server = BatchServer(key=SECRET_KEY).start()
+    try:
+        code = BATCH_JOB.format(url=server.url, key=SECRET_KEY)
+        proc = run_py(code, env={"STARFISH_BATCH_POLL_S": "0.05"})
+        assert proc.returncode == 0, proc.stderr
+        (event,) = receiver.wait_for_events(1)
+        [batch_id] = server.batches
+    finally:
+        server.stop()
+    summary = event["properties"]["llm_summary"]
+    assert summary["requests"] == 3 and summary["batch_requests"] == 3
+    assert event["properties"]["llm_provider"] == "other"
+    wire = b"".join(receiver.raw_bodies)
+    for secret in (SECRET_KEY, "Sx-batch-model", server.url, batch_id, "Say "):
+        assert secret.encode() not in wire

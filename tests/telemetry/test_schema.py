@@ -112,7 +112,13 @@ def test_event_defaults_to_the_persisted_client_id() -> None:
 
 
 def test_llm_fields_keep_counts_and_a_fixed_provider_word_only() -> None:
-    good = {"requests": 7, "cache_hits": 3, "prompt_tokens": 120, "completion_tokens": 0}
+    good = {
+        "requests": 7,
+        "cache_hits": 3,
+        "prompt_tokens": 120,
+        "completion_tokens": 0,
+        "batch_requests": 5,
+    }
     data = TelemetryData(job_id=JOB_ID, llm_summary=good, llm_provider="vllm")
     props = clean_job(data)
     assert props["llm_summary"] == good and props["llm_provider"] == "vllm"
@@ -125,6 +131,7 @@ def test_llm_fields_keep_counts_and_a_fixed_provider_word_only() -> None:
                 "cache_hits": True,
                 "prompt_tokens": 1.5,
                 "completion_tokens": "9",
+                "batch_requests": -2,
                 "cost_usd": 3,
                 "model": 1,
             },

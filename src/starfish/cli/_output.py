@@ -100,8 +100,24 @@ def llm_line(llm: dict[str, Any]) -> str:
         f"{llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens, "
         f"{llm['rate_limited']} rate-limited, {llm['retries']} retries, "
         f"cost {'unknown' if cost is None else usd(cost)}"
+        + (" (batch)" if llm.get("batch_requests") else "")
         + (f", structured output {modes}" if modes else "")
     )
+
+
+def batch_line(batch: dict[str, Any]) -> str:
+    """`batch_000001  completed  30 requests: 28 succeeded, 2 failed  created ...  ended ...`"""
+    counts = (
+        f"{batch['requests']} requests: {batch['succeeded']} succeeded, {batch['failed']} failed"
+    )
+    if batch["unfinished"]:
+        counts += f", {batch['unfinished']} unfinished"
+    status = batch["provider_status"] or batch["state"]
+    line = (
+        f"{batch['batch_id'] or '(creating)'}  {status}  {counts}  "
+        f"created {when(batch['created_at'])}  ended {when(batch['ended_at'])}"
+    )
+    return line + (f"  ({batch['reason']})" if batch["reason"] else "")
 
 
 def usd(cost: float) -> str:

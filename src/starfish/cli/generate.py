@@ -88,6 +88,25 @@ def generate(
             help="Longest wait for one answer from the server (request_timeout).",
         ),
     ] = 120.0,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Send the requests through the provider's batch API at half price (openai/, "
+            "groq/, together/, anthropic/, or a --base-url server with OpenAI's Files and "
+            "Batches endpoints); results may take up to 24 h, and a killed run resumes its "
+            "batches with `starfish jobs resume`.",
+        ),
+    ] = False,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="With --batch: requests per batch (default: the provider's limit).",
+            show_default=False,
+        ),
+    ] = None,
     temperature: Annotated[float | None, typer.Option(metavar="T")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, metavar="N")] = None,
     max_concurrency: Annotated[int, typer.Option(min=1, metavar="N")] = 20,
@@ -179,6 +198,12 @@ def generate(
         settings["api_key_env"] = api_key_env
     if model_kwargs:
         settings["model_kwargs"] = model_kwargs
+    if batch_size is not None and not batch:
+        fail("--batch-size needs --batch")
+    if batch:
+        settings["batch"] = True
+    if batch_size is not None:
+        settings["batch_size"] = batch_size
     if rpm is not None:
         settings["rpm"] = rpm
     if tpm is not None:

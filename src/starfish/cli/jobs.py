@@ -12,6 +12,7 @@ import typer
 from starfish.cli._output import (
     ATTEMPT_COUNTS_NOTE,
     EXIT_FAILED_JOB,
+    batch_line,
     counts_line,
     exit_code_for,
     exit_code_of,
@@ -118,6 +119,7 @@ def show(job_id: JobId, as_json: AsJson = False) -> None:
         lines.append(("quality", quality_line(quality)))
     if info.llm:
         lines.append(("llm", llm_line(info.llm)))
+    lines += [("batch" if i == 0 else "", batch_line(b)) for i, b in enumerate(info.batches)]
     for key, value in lines:
         typer.echo(f"{key + ':' if key else '':<13}{value}")
     if info.made_with:
@@ -269,13 +271,25 @@ def resume(
 
 
 @app.command("delete")
-def delete(job_id: JobId) -> None:
-    """Delete a stored job and its records."""
+def delete(
+    job_id: JobId,
+    keep_batches: Annotated[
+        bool,
+        typer.Option(
+            "--keep-batches",
+            help="Leave the job's live provider batches running (and billed) instead of "
+            "cancelling them.",
+        ),
+    ] = False,
+) -> None:
+    """Delete a stored job and its records; cancel its batches still running at a provider."""
     from starfish import ResumeError, jobs
 
     job_id = _load(job_id).job_id
     try:
-        jobs.delete_job(job_id)
-    except ResumeError as e:
+        notes = jobs.delete_job(job_id, keep_batches=keep_batches)
+    except (ResumeError, jobs.LiveBatchesError) as e:
         fail(str(e), EXIT_FAILED_JOB)
+    for note in notes:
+        typer.echo(note)
     typer.echo(f"deleted job {job_id}")

@@ -696,7 +696,13 @@ class StructuredLLM:
                 poll_s=float(poll),
                 cost=lambda pt, ct: cost_usd(price, pt, ct),
                 family=self._family,
-                describe={"provider": self.provider, "model": self.model_name},
+                # stored with each batch, for `jobs delete` to cancel it (never the key)
+                describe={
+                    "provider": self.provider,
+                    "model": self.model_name,
+                    "base_url": self.base_url,
+                    "api_key_env": self._init["api_key_env"],
+                },
             )
         return lane
 

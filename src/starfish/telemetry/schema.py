@@ -53,7 +53,13 @@ EXECUTORS = ("local", "ray")  # where a job's calls ran: a fixed word, never a h
 
 # The model layer's counts of one run, and its provider family: a row of the provider table
 # (starfish/llm/providers.py, same order; a test compares) or `other`, never a model or URL.
-LLM_COUNT_FIELDS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens")
+LLM_COUNT_FIELDS = (
+    "requests",
+    "cache_hits",
+    "prompt_tokens",
+    "completion_tokens",
+    "batch_requests",
+)
 LLM_PROVIDERS = (
     "openai",
     "ollama",
@@ -312,6 +318,10 @@ WIRE_FIELDS: dict[str, tuple[str, str]] = {
     "properties.llm_summary.cache_hits": ("int", "Model calls answered from the cache."),
     "properties.llm_summary.prompt_tokens": ("int", "Prompt tokens the server reported."),
     "properties.llm_summary.completion_tokens": ("int", "Completion tokens the server reported."),
+    "properties.llm_summary.batch_requests": (
+        "int",
+        "Of `requests`, those sent through a provider's batch API (`StructuredLLM(batch=True)`).",
+    ),
     "properties.llm_provider": (
         "string",
         "Provider family of the model calls: a row of the provider table "

@@ -149,6 +149,7 @@ class SqliteStorage(Storage):
             input_rows.delete_rows(conn, jid)
             conn.execute("DELETE FROM specs WHERE jid = ?", (jid,))
             conn.execute("DELETE FROM state WHERE jid = ?", (jid,))
+            conn.execute("DELETE FROM llm_batches WHERE job_id = ?", (job_id,))
             conn.execute("DELETE FROM jobs WHERE id = ?", (jid,))
 
     @reading
