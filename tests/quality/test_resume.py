@@ -44,9 +44,14 @@ def test_resume_after_kill_9_keeps_the_dedupe_index(tmp_path: Path) -> None:
     while not (tmp_path / "hanging").exists():
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
+    # Input 60 hangs from its first step, before the loop turns: the outcomes of 0..59 are
+    # committed right after (a busy machine may take a moment); kill once they are stored.
+    job_id = latest("gen").job_id
+    while load_job(job_id).counts["completed"] + load_job(job_id).counts["duplicate"] < 60:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    job_id = latest("gen").job_id
     before = load_job(job_id).counts
     assert before["completed"] == 40 and before["duplicate"] == 20  # inputs 40..59
     # the index is stored, one row per kept input (not recomputed from the records on resume)
