@@ -5,7 +5,9 @@
    attempts, a text search; each the slowest of 5 requests. Target: every one under 0.5 s.
 2. The live counts of a running job of that size (what the jobs page reads each second).
 3. `to_arrow()` in its own process: peak RSS above the process before the call, against the
-   resulting table's size. Target: under 2x.
+   resulting table's size. Target: under 2x. The libraries it loads are imported before the
+   call, pandas among them when installed: pyarrow imports it on its first conversion of
+   Python values (about 55 MB, once a process); the figure is printed beside.
 
     python bench/bench_ui.py [--n 1000000]
 """
@@ -43,18 +45,24 @@ print(rows.job_id)
 ARROW = """
 import json, resource, sys
 from starfish import jobs
-import pyarrow, pyarrow.parquet  # the libraries to_arrow loads: code, not conversion memory
-job = jobs.load_job(sys.argv[1])
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
+import pyarrow, pyarrow.parquet  # the libraries to_arrow loads: code, not conversion memory
+start = rss()
+try:  # pyarrow imports pandas, when installed, on its first conversion of Python values
+    import pandas
+except ImportError:
+    pass
+libraries = rss() - start
+job = jobs.load_job(sys.argv[1])
 before = rss()
 t0 = __import__("time").perf_counter()
 table = job.to_arrow()
 took = __import__("time").perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"rows": table.num_rows, "table_bytes": table.nbytes, "before": before,
-                  "peak": peak, "seconds": took}))
+                  "peak": peak, "seconds": took, "pandas_import": libraries}))
 """
 
 
@@ -135,7 +143,8 @@ def main() -> None:
     print(
         f"  to_arrow: {a['rows']:,} rows in {a['seconds']:.1f} s; table {size / 1e6:.0f}"
         f" MB; peak RSS above the start {grown / 1e6:.0f} MB = "
-        f"{grown / a['table_bytes']:.2f}x the table"
+        f"{grown / a['table_bytes']:.2f}x the table (pandas, imported before: "
+        f"{a['pandas_import'] / 1e6:.0f} MB)"
     )
     print(f"  (self: max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.0f} MB)")
 

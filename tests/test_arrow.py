@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from starfish import data_factory, jobs
+from starfish.io import DataFileError
 
 pa = pytest.importorskip("pyarrow")
 
@@ -57,6 +59,44 @@ def test_to_arrow_streams_chunks_whose_schemas_differ_into_one_table(
     assert table.to_pylist() == stored  # the late key is null where a record lacks it
     failed = job.to_arrow("failed").to_pylist()
     assert [(r["index"], r["error_type"]) for r in failed] == [(3, "ValueError")]
+
+
+def test_to_arrow_builds_the_table_with_the_system_allocator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The buffers (the chunks' columns and the casts that conform them) come from the system
+    pool, which gives back what a trimmed buffer no longer needs; pyarrow's default pool
+    (mimalloc in most wheels) kept about half as much again (docs/benchmarks.md)."""
+    import starfish.arrow
+
+    monkeypatch.setattr(starfish.arrow, "CHUNK", 7)  # `late` is cast to float64 in some chunks
+    job = jobs.load_job(_job())
+    default, system = pa.default_memory_pool(), pa.system_memory_pool()
+    gc.collect()  # an earlier test's table, freed while this one is built, would hide it
+    gc.disable()
+    try:
+        default_before, system_before = default.bytes_allocated(), system.bytes_allocated()
+        table = job.to_arrow()
+        system_grown = system.bytes_allocated() - system_before
+        default_grown = default.bytes_allocated() - default_before
+    finally:
+        gc.enable()
+    assert system_grown >= table.nbytes > 0
+    if default.backend_name != system.backend_name:
+        assert default_grown <= 0
+
+
+def test_a_field_that_fits_no_arrow_type_is_named() -> None:
+    @data_factory(show_progress=False)
+    async def mixed(i: int) -> list[dict[str, Any]]:
+        return [{"i": i, "v": "text" if i else 1, "big": 2**70 if i == 2 else i}]
+
+    mixed.run(i=[0, 1])
+    with pytest.raises(DataFileError, match="field 'v' does not fit one Parquet column"):
+        jobs.load_job(mixed.job_id or "").to_arrow()
+    mixed.run(i=[2])
+    with pytest.raises(DataFileError, match=r"field 'big' does not fit .*beyond 64 bits"):
+        jobs.load_job(mixed.job_id or "").to_arrow()
 
 
 def test_to_pandas_and_to_dataset_hold_the_same_rows() -> None:

@@ -3,9 +3,11 @@
 Records stream from storage in chunks; each chunk becomes one Arrow record batch typed from
 every value in it (as the Parquet export does), and the batches are joined at the end with
 their schemas unified. So the Python objects of one chunk live at a time beside the growing
-Arrow data: converting 1,000,000 records peaks under twice the table's size (measured in
-bench/bench_arrow.py). pyarrow, pandas and datasets are imported only when called
-(`starfish-datagen[pandas]`, `starfish-datagen[hf]`).
+Arrow data, whose buffers come from the system allocator (see `_pool`): converting 1,000,000
+records peaks at about 1.1 times the table's size above a process that has its libraries
+loaded (bench/bench_ui.py). pyarrow, pandas and datasets are imported only when called
+(`starfish-datagen[pandas]`, `starfish-datagen[hf]`); pyarrow itself imports pandas, when it
+is installed, on its first conversion of Python values (about 55 MB, once a process).
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from starfish.io import DataFileError, _chunks, _columns_table, _import_pyarrow, _unify
+from starfish.io import (
+    DataFileError,
+    _chunks,
+    _field_error,
+    _first_line,
+    _import_pyarrow,
+    _unify,
+    _union_keys,
+)
 
 __all__ = ["SHARD_BYTES", "export_hf", "to_arrow", "to_dataset", "to_pandas"]
 
@@ -38,12 +48,41 @@ def _records(job_id: str, filter: str, with_quality: bool) -> Iterator[dict[str,
     return jobs.iter_records(job_id, filter=filter)
 
 
+def _pool(pa: Any) -> Any:
+    """The memory pool the table's buffers come from: the system allocator's, not pyarrow's
+    default (mimalloc in most wheels). A column is built from Python values in a buffer that
+    grows by doubling and is then trimmed to its length by a realloc; mimalloc keeps a block
+    trimmed by less than half whole, so a table built chunk by chunk held about 1.5 times its
+    bytes, where the system allocator reuses the tail for the next buffers (about 1.1 times;
+    bench/bench_ui.py, 1,000,000 records)."""
+    return pa.system_memory_pool()
+
+
+def _batch(pa: Any, chunk: list[dict[str, Any]], pool: Any) -> Any:
+    """A table from a chunk of records, one column at a time, typed from every value (not the
+    keys of the first record only, as `from_pylist` would); a value that fits no Arrow type is
+    reported with the name of its field, as the Parquet export reports it."""
+    names = list(_union_keys(chunk))
+    arrays = []
+    for name in names:
+        values = [record.get(name) for record in chunk]
+        try:
+            arrays.append(pa.array(values, memory_pool=pool))
+        except OverflowError:
+            raise DataFileError(_field_error(name, "an integer beyond 64 bits")) from None
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            raise DataFileError(_field_error(name, _first_line(e))) from None
+        del values  # one column's list of values at a time
+    return pa.Table.from_arrays(arrays, names=names)
+
+
 def _batches(job_id: str, filter: str, with_quality: bool) -> Iterator[Any]:
     """One Arrow table per chunk of records, each typed from its own values."""
     pa = _import_pyarrow()
+    pool = _pool(pa)
     for chunk in _chunks(_records(job_id, filter, with_quality), CHUNK):
         try:
-            table = _columns_table(pa, chunk, None)
+            table = _batch(pa, chunk, pool)
         finally:
             chunk.clear()  # the dicts go before the next chunk is read
         yield table
@@ -58,17 +97,21 @@ def _unified(pa: Any, tables: list[Any]) -> Any:
 
 def _conform(pa: Any, table: Any, schema: Any) -> Any:
     """`table` with every column of `schema` (missing ones null) in its order and types."""
+    import pyarrow.compute as pc
+
+    pool = _pool(pa)
     columns = []
     for field in schema:
         if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
+            columns.append(pc.cast(table.column(field.name), field.type, memory_pool=pool))
         else:
-            columns.append(pa.nulls(table.num_rows, type=field.type))
+            columns.append(pa.nulls(table.num_rows, type=field.type, memory_pool=pool))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
 def to_arrow(job_id: str, filter: str = "completed", with_quality: bool = False) -> Any:
-    """The job's records with status `filter` as a `pyarrow.Table`, in input order."""
+    """The job's records with status `filter` as a `pyarrow.Table`, in input order. Its columns
+    are the chunks' arrays, not copied into one (`concat_tables` without promotion)."""
     pa = _import_pyarrow()
     tables = list(_batches(job_id, filter, with_quality))
     schema = _unified(pa, tables)
