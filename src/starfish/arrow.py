@@ -19,15 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from starfish.io import (
-    DataFileError,
-    _chunks,
-    _field_error,
-    _first_line,
-    _import_pyarrow,
-    _unify,
-    _union_keys,
-)
+from starfish.io import DataFileError, _chunks, _columns_table, _import_pyarrow, _unify
 
 __all__ = ["SHARD_BYTES", "export_hf", "to_arrow", "to_dataset", "to_pandas"]
 
@@ -58,31 +50,13 @@ def _pool(pa: Any) -> Any:
     return pa.system_memory_pool()
 
 
-def _batch(pa: Any, chunk: list[dict[str, Any]], pool: Any) -> Any:
-    """A table from a chunk of records, one column at a time, typed from every value (not the
-    keys of the first record only, as `from_pylist` would); a value that fits no Arrow type is
-    reported with the name of its field, as the Parquet export reports it."""
-    names = list(_union_keys(chunk))
-    arrays = []
-    for name in names:
-        values = [record.get(name) for record in chunk]
-        try:
-            arrays.append(pa.array(values, memory_pool=pool))
-        except OverflowError:
-            raise DataFileError(_field_error(name, "an integer beyond 64 bits")) from None
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-            raise DataFileError(_field_error(name, _first_line(e))) from None
-        del values  # one column's list of values at a time
-    return pa.Table.from_arrays(arrays, names=names)
-
-
 def _batches(job_id: str, filter: str, with_quality: bool) -> Iterator[Any]:
     """One Arrow table per chunk of records, each typed from its own values."""
     pa = _import_pyarrow()
     pool = _pool(pa)
     for chunk in _chunks(_records(job_id, filter, with_quality), CHUNK):
         try:
-            table = _batch(pa, chunk, pool)
+            table = _columns_table(pa, chunk, None, pool)
         finally:
             chunk.clear()  # the dicts go before the next chunk is read
         yield table

@@ -373,7 +373,9 @@ def _write_big_row(f: Any, names: list[str], row: dict[str, Any]) -> None:
     f.write("\r\n")
 
 
-def _columns_table(pa: Any, chunk: list[dict[str, Any]], schema: Any) -> Any:
+def _columns_table(
+    pa: Any, chunk: list[dict[str, Any]], schema: Any, memory_pool: Any = None
+) -> Any:
     """A table from a chunk of records, typed from every value (pyarrow's from_pylist would
     take the keys of the first record only and silently drop the rest). Built one column at a
     time, so a value that fits no Parquet type is reported with the name of its field."""
@@ -383,11 +385,12 @@ def _columns_table(pa: Any, chunk: list[dict[str, Any]], schema: Any) -> Any:
         values = [record.get(name) for record in chunk]
         kind = schema.field(name).type if schema is not None else None
         try:
-            arrays.append(pa.array(values, type=kind))
+            arrays.append(pa.array(values, type=kind, memory_pool=memory_pool))
         except OverflowError:
             raise DataFileError(_field_error(name, "an integer beyond 64 bits")) from None
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
             raise DataFileError(_field_error(name, _first_line(e))) from None
+        del values  # one column's list of values at a time
     if schema is not None:
         return pa.Table.from_arrays(arrays, schema=schema)
     return pa.Table.from_arrays(arrays, names=names)
