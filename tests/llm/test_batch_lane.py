@@ -439,3 +439,28 @@ def test_a_lost_create_before_the_id_was_stored_is_adopted_on_resume(
     assert out.returncode == 0, out.stderr
     assert len(batch_server.batches) == 1 and len(batch_server.uploads) == 1
     assert jobs.load_job(job.job_id).counts["completed"] == 15
+
+
+def test_the_progress_line_shows_the_batches_while_they_run(
+    batch_server: BatchServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    import logging
+
+    from starfish.data_factory import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.05)  # off a terminal: a log line each time
+    caplog.set_level(logging.INFO, logger="starfish")
+    batch_server.hold = True
+    gen = make_job(make_llm(batch_server), show_progress=True)
+    worker = threading.Thread(target=lambda: gen.run(topic=topics(5)))
+    worker.start()
+    try:
+        _wait_for_batches(batch_server, 1)
+        deadline = time.monotonic() + 20
+        while "batch 1 running · 0/5 answered" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text[-2000:]
+            time.sleep(0.05)
+    finally:
+        batch_server.release()
+        worker.join(60)
+    assert jobs.load_job(gen.job_id).counts["completed"] == 5

@@ -469,3 +469,18 @@ def test_an_in_memory_job_keeps_its_model_counts_after_it_ends(server):
     counts = load_job(gen.job_id).llm
     assert counts is not None and counts["requests"] == len(server.requests) == 3
     assert counts["cache_hits"] == 0 and counts["cost_usd"] > 0
+
+
+def test_deleting_a_job_removes_its_model_counts_and_keeps_its_answers(make_server):
+    """The counts belong to the job; the answers to the cache (`cache clear --job` removes
+    them), so the same job run again after a delete still asks nothing."""
+    server = make_server()
+    llm = StructuredLLM("m", prompt=PROMPT, output_schema=QA, base_url=server.url, api_key=KEY)
+    gen = make_job(llm)
+    gen.run(topic=["a", "b"])
+    assert read_counts(db_path(), gen.job_id)["requests"] == 2
+    jobs.delete_job(gen.job_id)
+    assert read_counts(db_path(), gen.job_id) is None
+    again = make_job(llm)
+    again.run(topic=["a", "b"])
+    assert len(server.requests) == 2

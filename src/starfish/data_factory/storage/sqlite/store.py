@@ -150,6 +150,7 @@ class SqliteStorage(Storage):
             conn.execute("DELETE FROM specs WHERE jid = ?", (jid,))
             conn.execute("DELETE FROM state WHERE jid = ?", (jid,))
             conn.execute("DELETE FROM llm_batches WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM llm_counts WHERE job_id = ?", (job_id,))
             conn.execute("DELETE FROM jobs WHERE id = ?", (jid,))
 
     @reading
