@@ -19,10 +19,8 @@ the driver.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -40,33 +38,6 @@ PROMPT = "Write one question and its answer about topic {{topic}}."
 SCHEMA = [{"name": "question", "type": "str"}, {"name": "answer", "type": "str"}]
 PRICE = (0.15, 0.60)  # gpt-4o-mini's USD per million input / output tokens
 CONCURRENCY = 1000
-
-
-class Served:
-    """A loopback server module run as its own process (`python -m tests.<module>`)."""
-
-    def __init__(self, module: str, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-
-    def stats(self) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("stats\n")
-        self.proc.stdin.flush()
-        result: dict[str, Any] = json.loads(self.proc.stdout.readline())
-        return result
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(30)
 
 
 def child(mode: str, url: str, n: int, run: str) -> dict[str, Any]:
@@ -116,16 +87,6 @@ def spawn(mode: str, url: str, n: int, run: str) -> dict[str, Any]:
     return result
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--inputs", type=int, default=100_000)
@@ -146,8 +107,10 @@ def main() -> None:
     os.environ["STARFISH_BATCH_POLL_S"] = "0.05"
     os.environ["STARFISH_LOCAL_STORAGE_DIR"] = tempfile.mkdtemp(prefix="starfish-bench-batch-")
     load0 = os.getloadavg()[0]
-    batch_server = Served("tests.batch_server")
-    chat_server = Served("tests.openai_server")
+    from harness import ServedProcess
+
+    batch_server = ServedProcess("tests.batch_server")
+    chat_server = ServedProcess("tests.openai_server")
     runs: dict[str, list[dict[str, Any]]] = {"batch": [], "rerun": []}
     try:
         for rep in range(args.reps):
@@ -180,10 +143,10 @@ def main() -> None:
         str(n)
         for n in served["lines_per_batch"][: len(served["lines_per_batch"]) // max(args.reps, 1)]
     )
+    from harness import measured_on
+
     lines = [
-        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {_cpu()}"
-        f" ({os.cpu_count()} cores, shared; load {load0:.2f} at start, "
-        f"{os.getloadavg()[0]:.2f} at end), Python {platform.python_version()}. "
+        measured_on(load0) + ". "
         f"Command: `.venv/bin/python bench/bench_batch.py --inputs {args.inputs} "
         f"--cost-inputs {args.cost_inputs} --reps {args.reps}`.",
         "",

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER = ROOT / "tests" / "openai_server.py"
 PEER_WORKLOAD = ROOT / "bench" / "peer_llm.py"
 PEER = "starfish-core 0.1.3 StructuredLLM (litellm)"
 JOB = "StructuredLLM in a job (cache + counts written)"
@@ -53,31 +50,6 @@ SCHEMA = [{"name": "question", "type": "str"}, {"name": "answer", "type": "str"}
 os.environ.setdefault("TELEMETRY_ENABLED", "false")
 os.environ.setdefault("POSTHOG_HOST", "http://127.0.0.1:9")
 os.environ.setdefault("STARFISH_LOCAL_STORAGE_DIR", tempfile.mkdtemp(prefix="starfish-bench-llm-"))
-
-
-class Server:
-    """tests/openai_server.py in its own process."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-
-    def stats(self) -> dict[str, int]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("stats\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(10)
 
 
 async def pool(n: int, concurrency: int, call: Any) -> None:
@@ -195,11 +167,19 @@ def loopback_only() -> bool:
 
 
 def rate_accuracy(rpm: int, seconds: float, learn: bool, concurrency: int) -> dict[str, Any]:
+    from harness import ServedProcess
     from starfish import StructuredLLM
     from starfish.llm.endpoint import reset_endpoints
 
     reset_endpoints()
-    server = Server("--latency", "0.02", "--rpm", str(rpm), *(["--headers"] if learn else []))
+    server = ServedProcess(
+        "tests.openai_server",
+        "--latency",
+        "0.02",
+        "--rpm",
+        str(rpm),
+        *(["--headers"] if learn else []),
+    )
     try:
         llm = StructuredLLM(
             "m",
@@ -264,16 +244,6 @@ def import_times(reps: int) -> dict[str, float]:
     return out
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "this machine"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000)
@@ -288,8 +258,9 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     peer_calls = args.peer_calls or args.calls
     sys.path.insert(0, str(ROOT / "bench"))
+    from harness import ServedProcess
 
-    server = Server("--latency", "0.02")
+    server = ServedProcess("tests.openai_server", "--latency", "0.02")
     variants = {
         "bare aiohttp loop": bare_aiohttp,
         "StructuredLLM.run()": structured,
@@ -335,10 +306,10 @@ def main() -> None:
     }
     imports = import_times(5)
 
+    from harness import measured_on
+
     lines = [
-        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {_cpu()}"
-        f" ({os.cpu_count()} cores, shared; load {load0:.2f} at start, "
-        f"{os.getloadavg()[0]:.2f} at end), Python {platform.python_version()}. "
+        measured_on(load0) + ". "
         f"Command: `.venv/bin/python bench/bench_llm.py --calls {args.calls} --concurrency "
         f"{args.concurrency} --reps {args.reps} --rate-seconds {args.rate_seconds:g}"
         + (" --no-peer" if args.no_peer else "")

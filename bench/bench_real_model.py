@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import json
 import os
-import platform
 import re
 import signal
 import statistics
@@ -281,16 +279,6 @@ def structured_modes(ss: list[dict[str, Any]]) -> str:
     return "; ".join(used + tried) or "none"
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "this machine"
-
-
 def _med(samples: list[dict[str, Any]], key: str) -> float:
     return statistics.median(float(s[key]) for s in samples)
 
@@ -304,10 +292,10 @@ def render(
 ) -> str:
     ours = samples[OURS][0] if samples[OURS] else {}
     peer = samples[PEER][0] if samples[PEER] else {}
+    from harness import measured_on
+
     lines = [
-        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {_cpu()}"
-        f" ({os.cpu_count()} cores, shared with other work; load {load:.2f} at start, "
-        f"{os.getloadavg()[0]:.2f} at end), Python {platform.python_version()}; "
+        measured_on(load) + "; "
         f"Starfish {ours.get('version', '?')}, starfish-core {peer.get('version', '?')} "
         f"(litellm {peer.get('litellm', '?')}) in its own venv. Server: llama-cpp-python 0.3.36 "
         "serving SmolLM2-135M-Instruct (Q4_1 GGUF) on 127.0.0.1 with `--n_threads 2`, one "

@@ -258,3 +258,58 @@ def write_doc_block(doc: Path, start: str, end: str, title: str, table: str) -> 
         at = text.find("## Analysis")
         text = text[:at] + section + text[at:] if at >= 0 else text + "\n" + section
     doc.write_text(text)
+
+
+def cpu_name() -> str:
+    """The processor's model name, for the line that says where figures were measured."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "this machine"
+
+
+def measured_on(load_at_start: float) -> str:
+    """`Measured <UTC time> on <CPU> (<n> cores, shared; load <x> at start, <y> at end),
+    Python <v>`: the head of every benchmark block (the machines are shared and noisy)."""
+    import datetime as dt
+    import platform
+
+    return (
+        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()}"
+        f" ({os.cpu_count()} cores, shared; load {load_at_start:.2f} at start, "
+        f"{os.getloadavg()[0]:.2f} at end), Python {platform.python_version()}"
+    )
+
+
+class ServedProcess:
+    """A loopback server of the tests run as its own process (`python -m tests.<module>`), so
+    that it does not share the measured process's GIL: its first line is its URL, and it
+    answers `stats` on its standard input with one line of JSON."""
+
+    def __init__(self, module: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+
+    def stats(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        result: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return result
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)

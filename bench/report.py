@@ -16,7 +16,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from harness import BENCH, ROOT, Bench
+from harness import BENCH, ROOT, Bench, cpu_name
 from targets import Row, value_cell
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -53,13 +53,7 @@ def render_table(rows: list[Row], peer: bool) -> str:
 def machine() -> dict[str, str]:
     """What the figures were measured on, for the doc's header."""
     info = {"python": platform.python_version(), "os": f"{platform.system()} {platform.release()}"}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in lscpu.splitlines():
-            if line.startswith("Model name:"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-    except OSError:
-        info["cpu"] = platform.processor()
+    info["cpu"] = cpu_name()
     info["cores"] = str(os.cpu_count())
     with open("/proc/meminfo") as f:
         kb = int(f.readline().split()[1])

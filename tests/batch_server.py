@@ -26,7 +26,6 @@ Without `hold`, a batch finishes when it is first retrieved or listed after its 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import threading
@@ -41,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.loopback import LoopbackServer
 from tests.openai_server import count_tokens, default_reply, example_from_schema, prompt_tokens
 
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -183,8 +183,10 @@ class Batch:
         return [cid for cid, _ in self.lines]
 
 
-class BatchServer:
+class BatchServer(LoopbackServer):
     """The server; `start()` runs it on a thread with its own event loop."""
+
+    name = "loopback batch server"
 
     def __init__(
         self,
@@ -208,10 +210,7 @@ class BatchServer:
         self._script: deque[dict[str, Any]] = deque()
         self._ids = 0
         self._lock = threading.RLock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        super().__init__()
 
     # addresses -----------------------------------------------------------------------------
     @property
@@ -768,7 +767,7 @@ class BatchServer:
         return web.Response(body=b"\n".join(out) + b"\n", content_type="application/x-jsonl")
 
     # lifecycle -------------------------------------------------------------------------------
-    async def _serve(self, ready: threading.Event, port: int) -> None:
+    def _app(self) -> web.Application:
         app = web.Application(client_max_size=300 * 1024 * 1024, middlewares=[self._gate])
         routes = app.router
         routes.add_post("/v1/files", self._upload)
@@ -783,46 +782,7 @@ class BatchServer:
         routes.add_get("/v1/messages/batches/{batch_id}", self._retrieve_anthropic)
         routes.add_post("/v1/messages/batches/{batch_id}/cancel", self._cancel_anthropic)
         routes.add_get("/v1/messages/batches/{batch_id}/results", self._results_anthropic)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        ready.set()
-
-    def start(self, port: int = 0) -> BatchServer:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._serve(ready, port))
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="batch-server")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the loopback batch server did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        loop = self._loop
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
-        loop.close()
-        self._loop = None
-
-    def __enter__(self) -> BatchServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return app
 
 
 def _form(content_type: str, raw: bytes) -> dict[str, tuple[str | None, bytes]] | None:

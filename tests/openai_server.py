@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.loopback import LoopbackServer
+
 SCHEMA_MARKER = "JSON schema:\n"
 MODEL_ID = "loopback-model"  # the one model `GET /v1/models` lists
 
@@ -123,8 +125,11 @@ def embedding_of(text: str) -> list[float]:
     return [x / norm for x in vector]
 
 
-class OpenAIServer:
+class OpenAIServer(LoopbackServer):
     """The server; `start()` runs it on a thread with its own event loop."""
+
+    name = "loopback OpenAI server"
+    backlog = 1024
 
     def __init__(
         self,
@@ -159,10 +164,7 @@ class OpenAIServer:
         self.answered_at: list[float] = []  # when each 200 was sent (monotonic)
         self._script: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -349,53 +351,14 @@ class OpenAIServer:
         return web.json_response({"object": "list", "data": [{"id": MODEL_ID, "object": "model"}]})
 
     # lifecycle -----------------------------------------------------------------------------
-    async def _serve(self, ready: threading.Event, port: int) -> None:
+    def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._handle)
         # Any path before /v1 too: tests put secrets in a base URL and check where they go.
         app.router.add_post(r"/{prefix:[\s\S]+}/v1/chat/completions", self._handle)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        ready.set()
-
-    def start(self, port: int = 0) -> OpenAIServer:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._serve(ready, port))
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="openai-server")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the loopback OpenAI server did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        loop = self._loop
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
-        loop.close()
-        self._loop = None
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return app
 
 
 def main() -> None:

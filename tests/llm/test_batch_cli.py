@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 from starfish import jobs
 from tests.batch_server import BatchServer
 from tests.llm.conftest import KEY
-from tests.llm.test_batch_lane import DRIVER, _stored_running, _wait_for_batches, db_path
+from tests.llm.test_batch_lane import db_path, killed_driver
 from tests.llm.test_generate import write_topics
 
 
@@ -110,26 +109,6 @@ def test_generate_batch_size_needs_batch(tmp_path: Path) -> None:
     assert out.returncode == 2 and "--batch-size needs --batch" in out.stderr
 
 
-def _killed_with_a_live_batch(server: BatchServer, tmp_path: Path) -> str:
-    """A job killed (-9) while its batch runs at the server; its id."""
-    server.hold = True
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER)
-    env = {**os.environ, "BATCH_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, str(script), "run", server.url], env=env, cwd=tmp_path)
-    try:
-        _wait_for_batches(server, 1)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _stored_running():
-            time.sleep(0.02)
-        assert _stored_running(), "the batch id was not stored"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    [job] = jobs.list_jobs()
-    return job.job_id
-
-
 def _stored_rows() -> list[Any]:
     with sqlite3.connect(db_path()) as conn:
         return conn.execute("SELECT job_id FROM llm_batches").fetchall()
@@ -138,7 +117,7 @@ def _stored_rows() -> list[Any]:
 def test_delete_cancels_the_live_batches_at_the_provider(
     batch_server: BatchServer, tmp_path: Path
 ) -> None:
-    job_id = _killed_with_a_live_batch(batch_server, tmp_path)
+    job_id = killed_driver(batch_server, tmp_path)
     [batch] = batch_server.batches.values()
     shown = starfish("jobs", "show", job_id, cwd=tmp_path, env={})
     assert f"batch:       {batch.id}  in_progress  15 requests" in shown.stdout
@@ -159,7 +138,7 @@ def test_delete_cancels_the_live_batches_at_the_provider(
 def test_delete_without_the_key_keeps_the_job_and_says_so(
     batch_server: BatchServer, tmp_path: Path
 ) -> None:
-    job_id = _killed_with_a_live_batch(batch_server, tmp_path)
+    job_id = killed_driver(batch_server, tmp_path)
     [batch] = batch_server.batches.values()
     out = starfish("jobs", "delete", job_id, cwd=tmp_path, env={})
     assert out.returncode == 1

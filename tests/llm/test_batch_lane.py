@@ -349,39 +349,52 @@ else:
 """
 
 
-def test_kill_9_after_the_batch_is_created_then_resume_submits_nothing_again(
-    batch_server: BatchServer, tmp_path: Path
-):
-    batch_server.hold = True
+def killed_driver(server: BatchServer, tmp_path: Path, *, until_stored: bool = True) -> str:
+    """The id of a DRIVER job killed (-9) once the server holds its batch and, `until_stored`,
+    once the job stored the batch's id (the server holds the batch: `hold`)."""
+    server.hold = True
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    env = {**os.environ, "BATCH_KEY": KEY}
     proc = subprocess.Popen(
-        [sys.executable, str(script), "run", batch_server.url], env=env, cwd=tmp_path
+        [sys.executable, str(script), "run", server.url],
+        env={**os.environ, "BATCH_KEY": KEY},
+        cwd=tmp_path,
     )
     try:
-        _wait_for_batches(batch_server, 1)
+        _wait_for_batches(server, 1)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _stored_running():
+        while until_stored and time.monotonic() < deadline and not _stored_running():
             time.sleep(0.02)
-        assert _stored_running(), "the batch id was not stored"
+        assert not until_stored or _stored_running(), "the batch id was not stored"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-    batch_server.release()
     [job] = jobs.list_jobs()
-    out = subprocess.run(
-        [sys.executable, str(script), "resume", batch_server.url, job.job_id],
-        env=env,
+    return job.job_id
+
+
+def resume_driver(server: BatchServer, tmp_path: Path, job_id: str) -> Any:
+    """`resume_from_checkpoint` of a DRIVER job in a new process (what it printed: the count)."""
+    return subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), "resume", server.url, job_id],
+        env={**os.environ, "BATCH_KEY": KEY},
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_kill_9_after_the_batch_is_created_then_resume_submits_nothing_again(
+    batch_server: BatchServer, tmp_path: Path
+):
+    job_id = killed_driver(batch_server, tmp_path)
+    batch_server.release()
+    out = resume_driver(batch_server, tmp_path, job_id)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "15"
     assert len(batch_server.uploads) == 1 and batch_server.lines_per_batch == [15]
-    info = jobs.load_job(job.job_id)
+    info = jobs.load_job(job_id)
     assert info.status == "completed" and info.counts["completed"] == 15
 
 
@@ -403,21 +416,9 @@ def test_a_lost_create_before_the_id_was_stored_is_adopted_on_resume(
     resumed job finds the batch by its metadata instead of paying for it again."""
     from starfish.data_factory.storage.sqlite import SqliteStorage
 
-    batch_server.hold = True
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER)
-    env = {**os.environ, "BATCH_KEY": KEY}
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "run", batch_server.url], env=env, cwd=tmp_path
-    )
-    try:
-        _wait_for_batches(batch_server, 1)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    [job] = jobs.list_jobs()
+    job_id = killed_driver(batch_server, tmp_path, until_stored=False)
     storage = SqliteStorage(db_path())
-    rows = storage.batches(job.job_id)
+    rows = storage.batches(job_id)
     storage.close()
     # Make it look as if the kill came before the id was stored.
     with sqlite3.connect(db_path()) as conn:
@@ -428,17 +429,10 @@ def test_a_lost_create_before_the_id_was_stored_is_adopted_on_resume(
                 (json.dumps(row), row["submission"]),
             )
     batch_server.release()
-    out = subprocess.run(
-        [sys.executable, str(script), "resume", batch_server.url, job.job_id],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = resume_driver(batch_server, tmp_path, job_id)
     assert out.returncode == 0, out.stderr
     assert len(batch_server.batches) == 1 and len(batch_server.uploads) == 1
-    assert jobs.load_job(job.job_id).counts["completed"] == 15
+    assert jobs.load_job(job_id).counts["completed"] == 15
 
 
 def test_the_progress_line_shows_the_batches_while_they_run(

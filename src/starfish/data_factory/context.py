@@ -32,14 +32,13 @@ class JobContext:
     budget_usd: float | None = None  # the job's budget_usd: model requests are gated by it
     reserved_usd: float = 0.0  # what the requests in flight may cost (the model layer's)
     llm_cache: bool = True  # the job's llm_cache option: False asks the model again
-    # Where effects go: the job's writer (a `JobWriter`), and the answers storage kept, by
-    # cache key. None in a Ray worker, whose calls send their effects back with the outcome.
+    # The job's `Storage` (answers kept, what the batch lane stored) and its writer, where
+    # effects go. None in a Ray worker, whose calls send their effects back with the outcome.
+    storage: Any = None
     writer: Any = None
-    cached: Callable[[str], str | None] | None = None
     # The job-wide grants of a worker process (data_factory/grants.py `GrantsClient`): the
     # budget and rate limits held for every worker; None in the driver and locally.
     shared: Any = None
-    storage: Any = None  # the job's `Storage` (what the batch lane stored in an earlier run)
     lanes: dict[Any, Any] = field(default_factory=dict)  # the model layer's batch lanes
 
     def spent_usd(self) -> float:
@@ -114,8 +113,8 @@ class CallContext:
         effects = self.effects
         if effects is not None and effects.answers is not None:
             return effects.answers.get(key)
-        lookup = self.job.cached
-        return lookup(key) if lookup is not None else None
+        storage = self.job.storage
+        return storage.cached_answer(key) if storage is not None else None
 
     async def record(
         self, counts: dict[str, Any], family: str | None, answer: Answer | None = None

@@ -198,8 +198,6 @@ async def _execute(
     job_context.llm_cache = options.llm_cache
     job_context.writer = writer
     job_context.storage = storage
-    if options.llm_cache:
-        job_context.cached = storage.cached_answer
     target = options.target_count
     runner = Runner(
         executor=make_executor(

@@ -135,8 +135,7 @@ class Runner:
         self._tasks: list[asyncio.Task[None]] = []
         # deferred inputs: each dispatcher they wait on, and one task listening to it
         self.waiting: set[int] = set()
-        self._dispatchers: dict[int, asyncio.Task[None]] = {}
-        self._dispatcher_objects: list[Dispatcher] = []
+        self._dispatchers: dict[int, tuple[Dispatcher, asyncio.Task[None]]] = {}
         # what the model layer keys its cache by (context.py): one list per worker
         self._calls: list[list[Any]] = [[None] * 5 for _ in range(concurrency)]
         self._state_version = state.version
@@ -172,9 +171,8 @@ class Runner:
             await asyncio.wait(self._tasks)
             raise
         finally:
-            for listener in self._dispatchers.values():
+            for dispatcher, listener in self._dispatchers.values():
                 listener.cancel()
-            for dispatcher in self._dispatcher_objects:
                 close = getattr(dispatcher, "close", None)
                 if close is not None:
                     close()
@@ -434,12 +432,12 @@ class Runner:
         dispatcher.defer(index, attempt)
         if id(dispatcher) not in self._dispatchers:
             loop = asyncio.get_running_loop()
-            self._dispatchers[id(dispatcher)] = loop.create_task(self._listen(dispatcher))
-            self._dispatcher_objects.append(dispatcher)
+            listener = loop.create_task(self._listen(dispatcher))
+            self._dispatchers[id(dispatcher)] = (dispatcher, listener)
 
     def _flush_dispatchers(self) -> None:
         """Every input left waits: dispatchers that gather work send what they have."""
-        for dispatcher in self._dispatcher_objects:
+        for dispatcher, _ in self._dispatchers.values():
             flush = getattr(dispatcher, "flush", None)
             if flush is not None:
                 flush()

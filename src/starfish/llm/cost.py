@@ -7,6 +7,11 @@ a made-up zero; local servers (Ollama) cost nothing.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+from starfish._numbers import is_number
+
 PRICES: dict[str, tuple[float, float]] = {
     "openai/gpt-4o-mini": (0.15, 0.60),
     "openai/gpt-4o": (2.50, 10.00),
@@ -44,3 +49,11 @@ def cost_usd(
     if price is None:
         return None
     return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+
+
+def usage_tokens(usage: Any, name: str) -> int | None:
+    """A usage count the server gave, or None when it gave none or nonsense (never negative)."""
+    value = usage.get(name) if isinstance(usage, dict) else None
+    if not is_number(value) or not math.isfinite(value) or value < 0:
+        return None
+    return int(value)

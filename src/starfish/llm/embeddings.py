@@ -20,33 +20,13 @@ __all__ = ["CountedApart", "EmbeddingsClient"]
 
 class CountedApart(StructuredLLM):
     """A StructuredLLM whose requests are also counted under `count_as` (the judge's and the
-    embeddings' requests are part of `requests`, and shown apart)."""
-
-    count_as = "requests"
+    embeddings' requests are part of `requests`, and shown apart), stored without its key."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (type(self), self._settings()))  # never the key, as StructuredLLM
 
     def _settings(self) -> dict[str, Any]:
         return dict(self._init)
-
-    def _tagged(self, counts: dict[str, Any]) -> dict[str, Any]:
-        if counts.get("requests"):
-            return {**counts, self.count_as: counts["requests"]}
-        return counts
-
-    async def _count(
-        self,
-        call: Any,
-        counts: dict[str, Any],
-        key: str | None = None,
-        response: Any = None,
-        cost: float | None = None,
-    ) -> None:
-        await super()._count(call, self._tagged(counts), key, response, cost)
-
-    def _count_now(self, call: Any, counts: dict[str, Any]) -> None:
-        super()._count_now(call, self._tagged(counts))
 
 
 class EmbeddingsClient(CountedApart):

@@ -10,6 +10,23 @@ from __future__ import annotations
 
 from starfish.errors import OptionsError, StarfishError
 
+MAX_MESSAGE = 500
+"""Characters of a server's error message kept in errors (after the key is scrubbed)."""
+
+
+def scrub(text: str, key: str | None, limit: int = MAX_MESSAGE) -> str:
+    """`text` without the key, cut to `limit` characters; the key is removed before the cut,
+    and a piece of it (8 characters or more) left at the cut is removed too."""
+    if key:
+        text = text.replace(key, "***")
+    if len(text) > limit:
+        text = text[:limit]
+        if key:
+            for n in range(min(len(key) - 1, len(text)), 7, -1):
+                if text.endswith(key[:n]):
+                    return text[:-n] + "***"
+    return text
+
 
 class LLMError(StarfishError):
     """Base of the model layer's errors."""

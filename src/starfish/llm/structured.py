@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starfish._backoff import backoff
-from starfish._numbers import is_int, is_number, is_positive
+from starfish._numbers import is_int, is_positive
+from starfish.llm.cost import cost_usd, price_for, usage_tokens
 from starfish.llm.errors import (
+    MAX_MESSAGE,
     LLMAuthError,
     LLMConfigError,
     LLMOutputError,
@@ -30,6 +32,7 @@ from starfish.llm.errors import (
     LLMRequestError,
     LLMTransientError,
     LLMUnreachableError,
+    scrub,
 )
 from starfish.llm.transport import Transport
 
@@ -49,8 +52,6 @@ DEFAULT_COMPLETION_ESTIMATE = 512
 """Tokens reserved for the answer when `max_tokens` is not set."""
 MAX_RATE_LIMITED = 50
 """429s in a row for one request before the layer gives up (with `retry_after`)."""
-MAX_MESSAGE = 500
-"""Characters of a server's error message kept in errors (after the key is scrubbed)."""
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 20.0
 FIRST_CONTACT_WAIT = 10.0
@@ -126,18 +127,11 @@ def _is_quota(data: Any) -> bool:
     return False
 
 
-def _tokens(usage: Any, name: str) -> int | None:
-    """A usage count the server gave, or None when it gave none or nonsense (never negative)."""
-    value = usage.get(name) if isinstance(usage, dict) else None
-    if not is_number(value):
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    return int(value)
-
-
 class StructuredLLM:
     """A model call with a Jinja2 prompt and validated structured output; see docs/llm.md."""
+
+    count_as: str | None = None
+    """A count its requests are added to besides `requests` (the judge's, the embeddings')."""
 
     def __init__(
         self,
@@ -162,7 +156,6 @@ class StructuredLLM:
         batch_size: int | None = None,
         batch_poll_s: float | None = None,
     ) -> None:
-        from starfish.llm.cost import price_for
         from starfish.llm.endpoint import endpoint_for
         from starfish.llm.prompt import Prompt
         from starfish.llm.providers import resolve
@@ -385,7 +378,7 @@ class StructuredLLM:
             "max_completion_tokens"
         )
         usage = data.get("usage")
-        pt, ct = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
+        pt, ct = usage_tokens(usage, "prompt_tokens"), usage_tokens(usage, "completion_tokens")
         spent = f" ({pt} prompt + {ct} answer tokens)" if pt is not None and ct is not None else ""
         if limit is not None and (ct is None or ct >= int(limit)):
             return (
@@ -444,7 +437,6 @@ class StructuredLLM:
         self, body: dict[str, Any], call: Any, rung: str | None = None
     ) -> tuple[Any, bool, tuple[Any, ...]]:
         from starfish.llm.cache import cache_key
-        from starfish.llm.cost import cost_usd
         from starfish.llm.transport import (
             BodyTooLarge,
             ConnectFailed,
@@ -536,8 +528,8 @@ class StructuredLLM:
                 )
                 release = {"headers": headers, "status": status}
                 if status == 200 and isinstance(data, dict):
-                    pt = _tokens(data.get("usage"), "prompt_tokens")
-                    ct = _tokens(data.get("usage"), "completion_tokens")
+                    pt = usage_tokens(data.get("usage"), "prompt_tokens")
+                    ct = usage_tokens(data.get("usage"), "completion_tokens")
                     release["used_tokens"] = pt + ct if pt is not None and ct is not None else None
                     release["completion_tokens"] = ct
                     if reserved:  # what it cost, for a budget held job-wide (budget.release)
@@ -585,7 +577,7 @@ class StructuredLLM:
                     f"JSON object: {self._scrub(str(data), 200)}"
                 )
             if status == 200:
-                pt = _tokens(data.get("usage"), "prompt_tokens") or 0
+                pt = usage_tokens(data.get("usage"), "prompt_tokens") or 0
                 ct = release.get("completion_tokens") or 0
                 cost = cost_usd(self._price, pt, ct)
                 counts: dict[str, Any] = {
@@ -671,7 +663,6 @@ class StructuredLLM:
     ) -> BaseException:
         """Hand the request to the job's batch lane; the input waits for its answer."""
         from starfish.data_factory.deferred import Deferred
-        from starfish.llm.cost import cost_usd
 
         lane = self._lane(call.job)
         prompt = estimate - self._completion_estimate
@@ -683,7 +674,6 @@ class StructuredLLM:
 
     def _lane(self, job: Any) -> Any:
         from starfish.llm.batch.lane import BatchLane
-        from starfish.llm.cost import cost_usd
 
         lane = job.lanes.get(self._endpoint)
         if lane is None:
@@ -779,19 +769,7 @@ class StructuredLLM:
             raise LLMUnreachableError(known)
 
     def _scrub(self, text: str, limit: int = MAX_MESSAGE) -> str:
-        """`text` without the key, cut to `limit` characters; the key is removed before the
-        cut, and a piece of it (8 characters or more) left at the cut is removed too."""
-        key = self._target.api_key
-        if key:
-            text = text.replace(key, "***")
-        if len(text) > limit:
-            text = text[:limit]
-            if key:
-                for n in range(min(len(key) - 1, len(text)), 7, -1):
-                    if text.endswith(key[:n]):
-                        text = text[:-n] + "***"
-                        break
-        return text
+        return scrub(text, self._target.api_key, limit)
 
     def _job_of(self, call: Any) -> Any:
         if call is not None:
@@ -799,6 +777,11 @@ class StructuredLLM:
         from starfish.data_factory.context import current_job
 
         return current_job()
+
+    def _tagged(self, counts: dict[str, Any]) -> dict[str, Any]:
+        if self.count_as is not None and counts.get("requests"):
+            return {**counts, self.count_as: counts["requests"]}
+        return counts
 
     def _add(self, counts: dict[str, Any]) -> None:
         """Add `counts` to this object's own totals."""
@@ -818,6 +801,7 @@ class StructuredLLM:
         before it is kept (in a Ray worker they go back with the call's outcome)."""
         from starfish.llm.cache import as_text
 
+        counts = self._tagged(counts)
         self._add(counts)
         if call is not None:
             answer = None
@@ -832,6 +816,7 @@ class StructuredLLM:
     def _count_now(self, call: Any, counts: dict[str, Any]) -> None:
         """`_count` without awaiting: for a call being cancelled (its task cannot wait); a
         failing storage is reported by the job's own writer, not here."""
+        counts = self._tagged(counts)
         self._add(counts)
         owner = call if call is not None else self._job_of(None)
         if owner is not None:

@@ -19,11 +19,11 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from starfish.llm.batch.base import BatchAPI
 from starfish.llm.batch.common import (
     BatchRef,
     BatchResult,
@@ -55,7 +55,7 @@ _LIST_PAGE = 100
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
-class AnthropicBatchClient:
+class AnthropicBatchClient(BatchAPI):
     """Anthropic's Message Batches under `base_url` (default `ANTHROPIC_BASE_URL`, else
     https://api.anthropic.com; a trailing `/v1` is dropped)."""
 
@@ -118,9 +118,6 @@ class AnthropicBatchClient:
         created = await self._http.send("POST", self._batches, body, "application/json", once=True)
         return self._ref(created)
 
-    async def status(self, ref: BatchRef) -> BatchStatus:
-        return self._status(await self._batch(ref))
-
     async def results(self, ref: BatchRef) -> AsyncIterator[BatchResult]:
         """Each line's result from `results_url` (there once the batch has ended): answers as
         chat completions, `errored` lines as failed, `expired` and `canceled` ones as
@@ -139,18 +136,6 @@ class AnthropicBatchClient:
             result = _result(raw)
             if result is not None:
                 yield self._scrubbed(result)
-
-    async def cancel(self, ref: BatchRef) -> BatchStatus:
-        """Ask Anthropic to stop the batch (`canceling`, then `ended`); finished answers stay
-        readable. A batch that has already ended is left as it is."""
-        try:
-            batch = await self._http.json("POST", f"{self._batches}/{ref.batch_id}/cancel")
-        except LLMRequestError:
-            current = await self.status(ref)
-            if current.done:
-                return current
-            raise
-        return self._status(batch)
 
     async def find(
         self,
@@ -184,20 +169,6 @@ class AnthropicBatchClient:
             after = str(page.get("last_id") or batches[-1]["id"])
 
     # ----------------------------------------------------------------------------------------
-    def _scrubbed(self, result: BatchResult) -> BatchResult:
-        """A failed line's message without the key (it goes into the job's error records)."""
-        error = result.body.get("error")
-        if result.ok or not isinstance(error, dict) or not isinstance(error.get("message"), str):
-            return result
-        body = {**result.body, "error": {**error, "message": self._http.scrub(error["message"])}}
-        return replace(result, body=body)
-
-    async def _batch(self, ref: BatchRef) -> dict[str, Any]:
-        data = await self._http.json("GET", f"{self._batches}/{ref.batch_id}")
-        if not isinstance(data, dict):
-            raise LLMRequestError(f"{self._batches} answered a batch that is not an object")
-        return data
-
     def _ref(self, batch: Mapping[str, Any]) -> BatchRef:
         counts = batch.get("request_counts") or {}
         return BatchRef(

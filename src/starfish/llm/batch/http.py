@@ -17,11 +17,13 @@ from typing import Any
 from starfish._backoff import backoff
 from starfish.llm.batch.common import SubmitUncertain
 from starfish.llm.errors import (
+    MAX_MESSAGE,
     LLMAuthError,
     LLMRateLimitError,
     LLMRequestError,
     LLMTransientError,
     LLMUnreachableError,
+    scrub,
 )
 from starfish.llm.transport import (
     AiohttpTransport,
@@ -34,29 +36,13 @@ from starfish.llm.transport import (
     TransportFailed,
 )
 
-__all__ = ["BatchHTTP", "scrub"]
+__all__ = ["BatchHTTP"]
 
-MAX_MESSAGE = 500
-"""Characters of a server's error message kept in errors (after the key is scrubbed)."""
 MAX_FILE = 1 << 30
 """Bytes a batch endpoint's answer may hold: a results file of 50,000 lines is 50-75 MB, far
 over the 16 MB a chat completion may be (`transport.MAX_BODY`)."""
 _RETRIED = frozenset({408, 425, 429, 500, 502, 503, 504, 529})
 """Statuses worth another try (529: Anthropic's "overloaded")."""
-
-
-def scrub(text: str, key: str | None, limit: int = MAX_MESSAGE) -> str:
-    """`text` without the key, cut to `limit` characters (a piece of the key of 8 characters
-    or more left at the cut is removed too)."""
-    if key:
-        text = text.replace(key, "***")
-    if len(text) > limit:
-        text = text[:limit]
-        if key:
-            for n in range(min(len(key) - 1, len(text)), 7, -1):
-                if text.endswith(key[:n]):
-                    return text[:-n] + "***"
-    return text
 
 
 def _message(data: Any) -> str:

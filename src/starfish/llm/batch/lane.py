@@ -25,15 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from starfish.data_factory.effects import Answer, Effects
 from starfish.llm.batch.common import BatchClient, BatchRef, BatchResult, SubmitUncertain
 from starfish.llm.budget import BudgetReached
+from starfish.llm.cost import usage_tokens
 from starfish.llm.errors import LLMError
 
 __all__ = ["FAILED", "BatchLane", "BatchRejected"]
@@ -350,29 +351,24 @@ class BatchLane:
 
     async def _read(self, row: dict[str, Any], ref: BatchRef, state: str) -> None:
         """Keep every result of an ended batch, then let its inputs run again."""
-        answers: list[Any] = []
-        counts: dict[str, Any] = {}
-        answered: set[str] = set()
+        effects = Effects()
         async for result in self.client.results(ref):
             line = self._lines.get(result.custom_id)
-            if line is None or result.custom_id in answered or result.unfinished:
-                continue
-            answered.add(result.custom_id)
-            answers.append(self._answer(line, result, counts))
-        again = []
+            if line is None or line.state != "sent" or result.unfinished:
+                continue  # unknown, a repeat, or never ran
+            self._mark(line, "done")
+            effects.add(*self._answer(line, result))
+        again = False
         for custom_id, _, _ in row["lines"]:
             line = self._lines[custom_id]
-            if custom_id in answered:
-                self._mark(line, "done")
-            else:  # expired or cancelled before it ran: it goes in the next batch
+            if line.state == "sent":  # expired or cancelled before it ran: in the next batch
                 self._mark(line, "pending")
-                again.append(line)
+                again = True
         row["state"] = state
-        writer = self.job.writer
-        writer.keep(answers, counts)
-        writer.keep_batches([dict(row)])
-        self.job.absorb(counts, {self._family: counts.get("requests", 0)} if counts else {})
-        await writer.committed()
+        self.job.absorb(effects.counts, effects.families)
+        self.job.store(effects)
+        self.job.writer.keep_batches([dict(row)])
+        await self.job.writer.committed()
         for index, keys in list(self._waiting.items()):
             if all(self._lines[k].state == "done" for k in keys):
                 del self._waiting[index]
@@ -382,28 +378,27 @@ class BatchLane:
         if again:
             self._wake.set()
 
-    def _answer(self, line: _Line, result: BatchResult, counts: dict[str, Any]) -> Any:
-        """The cache row of one result (its key is the line's custom_id) and its counts."""
-        add = {"requests": 1, "batch_requests": 1}
+    def _answer(self, line: _Line, result: BatchResult) -> tuple[dict[str, Any], str, Answer]:
+        """What one result did (its counts, at half price), its family, and its cache row
+        (keyed by the line's custom_id)."""
+        counts: dict[str, Any] = {"requests": 1, "batch_requests": 1}
         cost = None
         if result.ok:
-            usage = result.body.get("usage") or {}
-            pt = _tokens(usage.get("prompt_tokens"))
-            ct = _tokens(usage.get("completion_tokens"))
+            usage = result.body.get("usage")
+            pt = usage_tokens(usage, "prompt_tokens") or 0
+            ct = usage_tokens(usage, "completion_tokens") or 0
             online = self._cost(pt, ct)
             cost = online / 2 if online is not None else None
-            add.update(prompt_tokens=pt, completion_tokens=ct)
+            counts.update(prompt_tokens=pt, completion_tokens=ct)
             if cost is not None:
-                add["cost_usd"] = cost
+                counts["cost_usd"] = cost
             if line.mode is not None:
-                add[f"answers_{line.mode}"] = 1
+                counts[f"answers_{line.mode}"] = 1
             text = json.dumps(result.body, separators=(",", ":"))
         else:
             error = result.body.get("error") or {}
             text = json.dumps({FAILED: error}, separators=(",", ":"))
-        for name, value in add.items():
-            counts[name] = counts.get(name, 0) + value
-        return (line.custom_id, text, line.index, line.attempt, cost)
+        return counts, self._family, (line.custom_id, text, line.index, line.attempt, cost)
 
     def _show(self) -> None:
         """`batch 2 running · 4,000/10,000 answered` on the progress line while any run."""
@@ -421,9 +416,3 @@ class BatchLane:
         which = ", ".join(str(list(self._rows).index(r["submission"]) + 1) for r in live)
         word = "batch" if len(live) == 1 else "batches"
         set_notice(f"{word} {which} running · {answered:,}/{total:,} answered")
-
-
-def _tokens(value: Any) -> int:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return max(int(value), 0)
-    return 0

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from starfish.llm.batch.base import BatchAPI
 from starfish.llm.batch.common import (
     BatchRef,
     BatchResult,
@@ -55,7 +56,7 @@ expired or cancelled batch to the error file with these)."""
 _LIST_PAGE = 100
 
 
-class OpenAIBatchClient:
+class OpenAIBatchClient(BatchAPI):
     """OpenAI's Files and Batches endpoints under `base_url` (which ends in `/v1`)."""
 
     provider = "openai"
@@ -89,6 +90,10 @@ class OpenAIBatchClient:
     def __repr__(self) -> str:  # never the key
         return f"OpenAIBatchClient({self.base_url!r})"
 
+    @property
+    def _batches(self) -> str:
+        return f"{self.base_url}/batches"
+
     def encode(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
         check_custom_id(custom_id)
         line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
@@ -120,9 +125,7 @@ class OpenAIBatchClient:
             return found[0] if found else None
 
         try:
-            created = await self._http.json(
-                "POST", f"{self.base_url}/batches", payload, recover=recover
-            )
+            created = await self._http.json("POST", self._batches, payload, recover=recover)
         except LLMTransientError as exc:
             found = await recover()
             if found is None:
@@ -133,9 +136,6 @@ class OpenAIBatchClient:
                 ) from None
             created = found
         return replace(self._ref(created), requests=len(lines))  # counts are 0 while validating
-
-    async def status(self, ref: BatchRef) -> BatchStatus:
-        return self._status(await self._batch(ref))
 
     async def results(self, ref: BatchRef) -> AsyncIterator[BatchResult]:
         """The lines of the output file (answers) and of the error file (failed lines, and the
@@ -155,18 +155,6 @@ class OpenAIBatchClient:
                 if result is not None:
                     yield self._scrubbed(result)
 
-    async def cancel(self, ref: BatchRef) -> BatchStatus:
-        """Ask the provider to stop the batch; its finished answers stay readable. A batch
-        that has already ended is left as it is."""
-        try:
-            batch = await self._http.json("POST", f"{self.base_url}/batches/{ref.batch_id}/cancel")
-        except LLMRequestError:
-            current = await self.status(ref)
-            if current.done:
-                return current
-            raise
-        return self._status(batch)
-
     async def find(
         self,
         key: str,
@@ -181,20 +169,6 @@ class OpenAIBatchClient:
         return [self._ref(b) for b in await self._listed(key, value, created_after)]
 
     # ----------------------------------------------------------------------------------------
-    def _scrubbed(self, result: BatchResult) -> BatchResult:
-        """A failed line's message without the key (it goes into the job's error records)."""
-        error = result.body.get("error")
-        if result.ok or not isinstance(error, dict) or not isinstance(error.get("message"), str):
-            return result
-        body = {**result.body, "error": {**error, "message": self._http.scrub(error["message"])}}
-        return replace(result, body=body)
-
-    async def _batch(self, ref: BatchRef) -> dict[str, Any]:
-        data = await self._http.json("GET", f"{self.base_url}/batches/{ref.batch_id}")
-        if not isinstance(data, dict):
-            raise LLMRequestError(f"{self.base_url}/batches answered a batch that is not an object")
-        return data
-
     async def _listed(
         self, key: str, value: str, created_after: float | None
     ) -> list[dict[str, Any]]:
@@ -202,7 +176,7 @@ class OpenAIBatchClient:
         after: str | None = None
         while True:
             query = f"?limit={_LIST_PAGE}" + (f"&after={after}" if after else "")
-            page = await self._http.json("GET", f"{self.base_url}/batches{query}")
+            page = await self._http.json("GET", self._batches + query)
             batches = [b for b in page.get("data") or [] if isinstance(b, dict)]
             for batch in batches:
                 if created_after is not None and _number(batch.get("created_at")) < created_after:

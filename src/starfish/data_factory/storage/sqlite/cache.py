@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from starfish.data_factory.storage.base import LLM_COUNT_KEYS
+from starfish.data_factory.storage.sqlite.batches import SCHEMA as BATCHES
 
 __all__ = ["cached_answer", "cached_answers", "ensure", "llm_counts", "upsert_counts"]
 
@@ -28,23 +29,6 @@ CREATE TABLE IF NOT EXISTS llm_cache (
     attempt INTEGER,
     cost_usd REAL
 );
-CREATE TABLE IF NOT EXISTS llm_counts (
-    job_id TEXT PRIMARY KEY,
-    requests INTEGER NOT NULL DEFAULT 0,
-    cache_hits INTEGER NOT NULL DEFAULT 0,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    rate_limited INTEGER NOT NULL DEFAULT 0,
-    retries INTEGER NOT NULL DEFAULT 0,
-    reasks INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL,
-    answers_json_schema INTEGER NOT NULL DEFAULT 0,
-    answers_json_object INTEGER NOT NULL DEFAULT 0,
-    answers_prompt INTEGER NOT NULL DEFAULT 0,
-    judge_requests INTEGER NOT NULL DEFAULT 0,
-    embedding_requests INTEGER NOT NULL DEFAULT 0,
-    batch_requests INTEGER NOT NULL DEFAULT 0
-);
 """
 _ADDED_CACHE = (
     ("job_id", "TEXT"),
@@ -54,13 +38,17 @@ _ADDED_CACHE = (
 )
 """Columns newer than the first `llm_cache`: rows kept before them belong to no job and no
 call (found by key only)."""
-_ADDED_COUNTS = (
-    "answers_json_schema",
-    "answers_json_object",
-    "answers_prompt",
-    "judge_requests",
-    "embedding_requests",
-    "batch_requests",
+
+
+def _count_column(name: str) -> str:
+    """`cost_usd` stays NULL while no price is known; every other count starts at 0."""
+    return f"{name} REAL" if name == "cost_usd" else f"{name} INTEGER NOT NULL DEFAULT 0"
+
+
+_COUNTS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS llm_counts (job_id TEXT PRIMARY KEY, "
+    + ", ".join(_count_column(name) for name in LLM_COUNT_KEYS)
+    + ");"
 )
 
 _UPSERT_COUNTS = (
@@ -71,9 +59,7 @@ _UPSERT_COUNTS = (
 
 def ensure(conn: sqlite3.Connection) -> None:
     """Create the tables, or add the columns an earlier version's tables lack."""
-    from starfish.data_factory.storage.sqlite.batches import SCHEMA as BATCHES
-
-    conn.executescript(_SCHEMA + BATCHES)
+    conn.executescript(_SCHEMA + _COUNTS_SCHEMA + BATCHES)
     have = {row[1] for row in conn.execute("PRAGMA table_info(llm_cache)")}
     for column, kind in _ADDED_CACHE:
         if column not in have:
@@ -81,12 +67,10 @@ def ensure(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE llm_cache ADD COLUMN {column} {kind}")
     conn.execute("CREATE INDEX IF NOT EXISTS llm_cache_by_call ON llm_cache (idx, attempt)")
     have = {row[1] for row in conn.execute("PRAGMA table_info(llm_counts)")}
-    for column in _ADDED_COUNTS:
+    for column in LLM_COUNT_KEYS:  # counts newer than the table
         if column not in have:
             with contextlib.suppress(sqlite3.OperationalError):
-                conn.execute(
-                    f"ALTER TABLE llm_counts ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
-                )
+                conn.execute(f"ALTER TABLE llm_counts ADD COLUMN {_count_column(column)}")
 
 
 def upsert_counts(conn: sqlite3.Connection, job_id: str, counts: dict[str, Any]) -> None:
